@@ -1,0 +1,1 @@
+"""hrm_lsp.data (see docs/architecture.md)."""

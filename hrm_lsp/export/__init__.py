@@ -1,0 +1,1 @@
+"""hrm_lsp.export (see docs/architecture.md)."""

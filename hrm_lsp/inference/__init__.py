@@ -1,0 +1,1 @@
+"""hrm_lsp.inference (see docs/architecture.md)."""

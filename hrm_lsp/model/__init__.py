@@ -1,0 +1,1 @@
+"""hrm_lsp.model (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""hrm_lsp.server (see docs/architecture.md)."""

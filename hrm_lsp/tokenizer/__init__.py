@@ -1,0 +1,1 @@
+"""hrm_lsp.tokenizer (see docs/architecture.md)."""

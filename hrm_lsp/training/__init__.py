@@ -1,0 +1,1 @@
+"""hrm_lsp.training (see docs/architecture.md)."""

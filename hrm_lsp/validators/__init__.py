@@ -1,0 +1,1 @@
+"""hrm_lsp.validators (see docs/architecture.md)."""

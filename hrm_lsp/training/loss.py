@@ -1,0 +1,157 @@
+"""The multi-task loss and the targets it needs, derived from token ids alone.
+
+Shards store only ids (docs/architecture.md, "data -> training"), so everything the loss
+needs beyond next-token targets is recomputed from them here, once, in numpy, and shared by
+the torch and MLX backends:
+
+- plan tokens: from ``<PLAN>`` to ``</PLAN>`` inclusive. A window may start inside a plan;
+  then the positions before the first ``</PLAN>`` (with no ``<PLAN>`` before it) are plan.
+- refinement targets: at every input position holding ``<VALIDATE>``, 1 when the next token is
+  ``<SYNTAX_OK>`` (the code before it passed the validators), else 0. The refinement head
+  reads z_H at that position, i.e. after it has seen the code and the ``<VALIDATE>`` marker.
+- code tokens: every other non-pad target. Pad (id 0) is never a target.
+
+``multitask`` loss = plan_weight * mean CE(plan) + code_weight * mean CE(code)
++ refine_weight * mean BCE(refinement). A term with no positions in the batch contributes 0
+(the weights stay fixed, as in seed 004). ``lm`` loss = mean CE over all non-pad targets
+(seed 000).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hrm_lsp.training.recipe import LossSection
+
+
+@dataclass(frozen=True)
+class SymbolIds:
+    """Ids of the symbols the loss looks at, taken from the tokenizer."""
+
+    pad: int
+    plan_open: int
+    plan_close: int
+    validate: int
+    syntax_ok: int
+
+    @classmethod
+    def from_tokenizer(cls, tok) -> SymbolIds:
+        return cls(
+            pad=tok.pad_id,
+            plan_open=tok.id_of("<PLAN>"),
+            plan_close=tok.id_of("</PLAN>"),
+            validate=tok.id_of("<VALIDATE>"),
+            syntax_ok=tok.id_of("<SYNTAX_OK>"),
+        )
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Inputs and loss targets for one micro-batch, all numpy, shapes [B, T]."""
+
+    inputs: np.ndarray  # int64 ids fed to the model
+    targets: np.ndarray  # int64 next-token ids
+    plan_mask: np.ndarray  # bool: target is a plan token
+    code_mask: np.ndarray  # bool: target is a non-pad, non-plan token
+    refine_mask: np.ndarray  # bool: input position holds <VALIDATE>
+    refine_target: np.ndarray  # float32 0/1 at refine_mask positions
+
+    @property
+    def n_tokens(self) -> int:
+        """Number of non-pad targets (what tokens/s and bits/byte count)."""
+        return int(self.plan_mask.sum() + self.code_mask.sum())
+
+
+def plan_mask(ids: np.ndarray, plan_open: int, plan_close: int) -> np.ndarray:
+    """Bool mask [B, T] of positions inside ``<PLAN> ... </PLAN>`` (markers included)."""
+    ids = np.asarray(ids)
+    _, T = ids.shape
+    is_open = ids == plan_open
+    is_close = ids == plan_close
+    marker = is_open | is_close
+    pos = np.arange(T)
+    # Index of the last marker at or before t (-1: none yet) ...
+    last = np.maximum.accumulate(np.where(marker, pos, -1), axis=1)
+    last_is_open = (last >= 0) & np.take_along_axis(is_open, np.maximum(last, 0), axis=1)
+    # ... and of the first marker at or after t (T: none), for windows that start mid-plan.
+    nxt = np.minimum.accumulate(np.where(marker, pos, T)[:, ::-1], axis=1)[:, ::-1]
+    next_is_close = (nxt < T) & np.take_along_axis(is_close, np.minimum(nxt, T - 1), axis=1)
+    return last_is_open | is_close | ((last < 0) & next_is_close)
+
+
+def make_targets(ids: np.ndarray, sym: SymbolIds) -> Targets:
+    """Split a batch window ``ids`` [B, T+1] into model inputs and every loss target."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if ids.ndim != 2 or ids.shape[1] < 2:
+        raise ValueError(f"batch ids must be [B, T+1] with T >= 1, got shape {ids.shape}")
+    inputs, targets = ids[:, :-1], ids[:, 1:]
+    in_plan = plan_mask(ids, sym.plan_open, sym.plan_close)[:, 1:]
+    real = targets != sym.pad
+    refine_mask = inputs == sym.validate
+    refine_target = (refine_mask & (targets == sym.syntax_ok)).astype(np.float32)
+    return Targets(
+        inputs=np.ascontiguousarray(inputs),
+        targets=np.ascontiguousarray(targets),
+        plan_mask=in_plan & real,
+        code_mask=~in_plan & real,
+        refine_mask=refine_mask,
+        refine_target=refine_target,
+    )
+
+
+# --- torch --------------------------------------------------------------------------------
+
+
+def torch_loss(logits, refine_logit, batch: dict, cfg: LossSection):
+    """Training loss for one micro-batch on torch; returns (loss, parts) with float parts.
+
+    ``batch`` holds the Targets fields as tensors on the model's device.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    B, T, V = logits.shape
+    # fp32 for the softmax even under bf16 autocast: the CE of a 50k vocabulary in bf16 is
+    # noticeably coarser.
+    ce = F.cross_entropy(logits.float().reshape(B * T, V), batch["targets"].reshape(-1), reduction="none")
+    ce = ce.reshape(B, T)
+    plan_m, code_m = batch["plan_mask"], batch["code_mask"]
+    plan_n, code_n = plan_m.sum(), code_m.sum()
+    parts: dict[str, float] = {}
+    if cfg.mode == "lm":
+        all_m = plan_m | code_m
+        loss = (ce * all_m).sum() / all_m.sum().clamp(min=1)
+        parts["lm"] = loss
+    else:
+        plan = (ce * plan_m).sum() / plan_n.clamp(min=1)
+        code = (ce * code_m).sum() / code_n.clamp(min=1)
+        ref_m = batch["refine_mask"]
+        # Always touch refine_logit so DDP sees the refinement head used on every rank.
+        bce = F.binary_cross_entropy_with_logits(
+            refine_logit.float(), batch["refine_target"], reduction="none"
+        )
+        refine = (bce * ref_m).sum() / ref_m.sum().clamp(min=1)
+        loss = cfg.plan_weight * plan + cfg.code_weight * code + cfg.refine_weight * refine
+        parts.update(plan=plan, code=code, refine=refine)
+    out = {k: float(v.detach()) for k, v in parts.items()}
+    out["nats"] = float((ce.detach() * (plan_m | code_m)).sum())
+    return loss, out
+
+
+def to_torch_batch(t: Targets, device) -> dict:
+    """Targets -> dict of tensors on ``device`` (non-blocking copies from pinned CPU)."""
+    import torch
+
+    def put(a, dtype):
+        return torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=dtype, non_blocking=True)
+
+    return {
+        "inputs": put(t.inputs, torch.long),
+        "targets": put(t.targets, torch.long),
+        "plan_mask": put(t.plan_mask, torch.bool),
+        "code_mask": put(t.code_mask, torch.bool),
+        "refine_mask": put(t.refine_mask, torch.bool),
+        "refine_target": put(t.refine_target, torch.float32),
+    }

@@ -58,25 +58,32 @@ def checksum(meta: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> str:
 
 
 def write_container(path: str | Path, arch: str, meta: Mapping[str, Any],
-                    tensors: Mapping[str, np.ndarray]) -> str:
+                    tensors: Mapping[str, np.ndarray],
+                    ggml_types: Mapping[str, int] | None = None) -> str:
     """Write a GGUF file atomically (temp file + rename); return its checksum.
 
     ``meta`` values: str, bool, int, float. Tensors: float32, float16, int8, int32, uint8
-    (uint8 is stored as GGUF I8 and read back as uint8).
+    (uint8 is stored as GGUF I8 and read back as uint8). A name in ``ggml_types`` is a
+    uint8 array of GGML blocks ``[rows, row_bytes]`` stored with that GGML type (Q4_0, Q4_1)
+    and read back as the same uint8 array.
     """
+    ggml_types = dict(ggml_types or {})
     from gguf import GGUFWriter
 
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise ModelFileError(f"{path}: directory {path.parent} does not exist")
-    uint8_names = sorted(n for n, a in tensors.items() if a.dtype == np.uint8)
+    uint8_names = sorted(n for n, a in tensors.items() if a.dtype == np.uint8 and n not in ggml_types)
     full_meta = dict(meta)
     full_meta[KEY_FORMAT] = FORMAT_VERSION
     full_meta[KEY_UINT8] = json.dumps(uint8_names)
     stored: dict[str, np.ndarray] = {}
     for name, arr in tensors.items():
         arr = np.ascontiguousarray(arr)
-        if arr.dtype == np.uint8:
+        if name in ggml_types:
+            if arr.dtype != np.uint8 or arr.ndim != 2:
+                raise ValueError(f"tensor {name}: GGML blocks must be a 2-D uint8 array")
+        elif arr.dtype == np.uint8:
             arr = arr.view(np.int8)
         elif arr.dtype not in (np.float32, np.float16, np.int8, np.int32):
             raise ValueError(f"tensor {name}: dtype {arr.dtype} cannot be stored")
@@ -100,7 +107,12 @@ def write_container(path: str | Path, arch: str, meta: Mapping[str, Any],
             else:
                 raise ValueError(f"metadata {key}: unsupported type {type(value).__name__}")
         for name in sorted(stored):
-            w.add_tensor(name, stored[name])
+            if name in ggml_types:
+                from gguf import GGMLQuantizationType
+
+                w.add_tensor(name, stored[name], raw_dtype=GGMLQuantizationType(ggml_types[name]))
+            else:
+                w.add_tensor(name, stored[name])
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
@@ -110,6 +122,9 @@ def write_container(path: str | Path, arch: str, meta: Mapping[str, Any],
         Path(tmp).unlink(missing_ok=True)
         raise
     return digest
+
+
+_PLAIN_TYPES = (0, 1, 24, 25, 26, 27, 28)  # F32 F16 I8 I16 I32 I64 F64; others are GGML blocks
 
 
 def _field_value(field: Any) -> Any:
@@ -174,10 +189,12 @@ def read_container(path: str | Path, arches: tuple[str, ...], *, verify: bool = 
         for t in reader.tensors:
             end = max(end, int(t.data_offset) + int(t.n_bytes))
             arr = np.asarray(t.data)
-            expected = tuple(int(x) for x in reversed(t.shape.tolist()))
-            if int(np.prod(expected)) != arr.size:
-                raise ModelFileError(f"{path}: tensor {t.name} data does not match its shape")
-            tensors[t.name] = arr.reshape(expected)
+            if int(t.tensor_type) in _PLAIN_TYPES:
+                expected = tuple(int(x) for x in reversed(t.shape.tolist()))
+                if int(np.prod(expected)) != arr.size:
+                    raise ModelFileError(f"{path}: tensor {t.name} data does not match its shape")
+                arr = arr.reshape(expected)
+            tensors[t.name] = arr
         size = path.stat().st_size
         padded = -(-end // reader.alignment) * reader.alignment
         if size < padded:

@@ -1,1 +1,26 @@
-"""hrm_lsp.model (see docs/architecture.md)."""
+"""hrm_lsp.model: HRGC and the GPT baseline (torch), the MLX twin, 4-bit, memory and FLOPs.
+
+Contract (docs/architecture.md): ``preset``, ``ModelConfig``, ``build_model``; models take
+``ids [B, T]`` (+ ``nibble``, ``acc`` in byte mode, ``cache``) and return ``ModelOutput``.
+"""
+
+from __future__ import annotations
+
+from hrm_lsp.model.cache import CacheError, KVCache
+from hrm_lsp.model.config import PRESETS, ModelConfig, preset
+from hrm_lsp.model.gpt import GPT
+from hrm_lsp.model.hrgc import HRGC, HRGCState, ModelOutput
+from hrm_lsp.model.weights import WeightsError, load_weights, save_weights, state_dict_for_export
+
+
+def build_model(cfg: ModelConfig) -> HRGC | GPT:
+    """HRGC or the GPT baseline, as ``cfg.arch`` says, with fresh weights (fp32, CPU)."""
+    cfg.validate()
+    return GPT(cfg) if cfg.arch == "gpt" else HRGC(cfg)
+
+
+__all__ = [
+    "PRESETS", "CacheError", "GPT", "HRGC", "HRGCState", "KVCache", "ModelConfig",
+    "ModelOutput", "WeightsError", "build_model", "load_weights", "preset", "save_weights",
+    "state_dict_for_export",
+]

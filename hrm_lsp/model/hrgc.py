@@ -1,0 +1,327 @@
+"""HRGC: the hierarchical recurrent Go coder, a causal language model (PyTorch).
+
+Design choices (docs/model.md has the reasons and the weight names):
+
+- Two transformer modules with the HRM two-timescale recurrence over the same positions:
+  the planner ``H`` (slow) and the generator ``L`` (fast). Per position, with input
+  embedding ``x``:  ``for h in H_cycles: for l in L_cycles: z_L = L(z_L, z_H + x);
+  z_H = H(z_H, z_L)``, where ``M(z, inj)`` runs M's layers on ``z + inj`` (input injection).
+  Logits and the refinement-controller logit both come from the final ``z_H``.
+- Blocks are post-norm (RMSNorm after each residual add) as in HRM: states re-enter the
+  recurrence several times and post-norm keeps their scale fixed. SwiGLU MLP, RoPE,
+  causal attention through ``F.scaled_dot_product_attention``. No biases.
+- The planner may attend over a sliding window (``H_window``, seed 004: 512 of 1024).
+- Gradients: ``one_step`` (HRM) runs every step but the last L step and the last H step
+  without autograd; ``full`` (TRM) back-propagates through the whole last H cycle. Earlier
+  cycles never build a graph, so activation memory is that of one cycle at most.
+- Embeddings are initialised with std 1/sqrt(d) and scaled by sqrt(d) (HRM), so states start
+  at unit scale. In byte mode nibble-index and accumulator embeddings are added.
+- 4-bit QAT: block linears fake-quantize their weights on the fly (``quant.fake_quant``);
+  embeddings, norms and heads stay in floating point.
+- Incremental decoding writes into a preallocated ``KVCache`` (one slot per application).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from hrm_lsp.model.cache import CacheError, KVCache
+from hrm_lsp.model.config import ACC_VOCAB, NIBBLE_VOCAB, ModelConfig
+from hrm_lsp.model.quant import fake_quant
+
+# ---------------------------------------------------------------------------------------
+# Small parts
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+class Linear(nn.Linear):
+    """Bias-free linear layer that fake-quantizes its weight to 4 bits when QAT is on."""
+
+    def __init__(self, d_in: int, d_out: int, cfg: ModelConfig):
+        super().__init__(d_in, d_out, bias=False)
+        self.qat_bits = cfg.qat_bits
+        self.qat_group = cfg.qat_group
+        self.qat_symmetric = cfg.qat_symmetric
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        if self.qat_bits == 4:
+            w = fake_quant(w, self.qat_group, self.qat_symmetric)
+        return F.linear(x, w)
+
+
+def rope_tables(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin [max_seq_len, head_dim/2] (fp32; the MLX twin builds the same tables)."""
+    half = cfg.head_dim // 2
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(half, dtype=torch.float64) / half))
+    angles = torch.arange(cfg.max_seq_len, dtype=torch.float64)[:, None] * inv_freq[None, :]
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate halves of x [B, H, T, hd] by position (cos/sin: [T, hd/2])."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+def attention_mask(pos: int, n_new: int, k_start: int, window: int, device) -> torch.Tensor | None:
+    """Boolean [T, K] mask (True = attend) for queries pos.. over keys k_start..pos+T.
+
+    None when every key in range may be seen (one query at the end of the range).
+    """
+    if n_new == 1:
+        return None
+    q = torch.arange(pos, pos + n_new, device=device)[:, None]
+    k = torch.arange(k_start, pos + n_new, device=device)[None, :]
+    allowed = k <= q
+    if window:
+        allowed = allowed & (q - k < window)
+    return allowed
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, window: int = 0):
+        super().__init__()
+        self.n_heads, self.head_dim, self.window = cfg.n_heads, cfg.head_dim, window
+        self.dropout = cfg.dropout
+        self.qkv = Linear(cfg.d_model, 3 * cfg.d_model, cfg)
+        self.proj = Linear(cfg.d_model, cfg.d_model, cfg)
+
+    def forward(self, x, cos, sin, pos: int = 0, cache: KVCache | None = None, slot: int = 0):
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # [B, H, T, hd]
+        if cache is not None:
+            k, v = cache.write(slot, pos, k, v)  # [B, H, pos+T, hd]
+        k_start = max(0, pos - self.window + 1) if self.window else 0
+        k, v = k[:, :, k_start:], v[:, :, k_start:]
+        p = self.dropout if self.training else 0.0
+        if pos == 0 and (not self.window or T <= self.window):
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, dropout_p=p)
+        else:
+            mask = attention_mask(pos, T, k_start, self.window, x.device)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        return self.proj(y.transpose(1, 2).reshape(B, T, D))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate_up = Linear(cfg.d_model, 2 * cfg.ffn_hidden, cfg)
+        self.down = Linear(cfg.ffn_hidden, cfg.d_model, cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    """Attention + SwiGLU with RMSNorm after (post-norm, HRGC) or before (pre-norm, GPT)."""
+
+    def __init__(self, cfg: ModelConfig, window: int = 0, prenorm: bool = False):
+        super().__init__()
+        self.prenorm, self.dropout = prenorm, cfg.dropout
+        self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.attn = Attention(cfg, window)
+        self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.mlp = SwiGLU(cfg)
+
+    def forward(self, x, cos, sin, pos: int = 0, cache: KVCache | None = None, slot: int = 0):
+        p = self.dropout if self.training else 0.0
+        if self.prenorm:
+            x = x + F.dropout(self.attn(self.attn_norm(x), cos, sin, pos, cache, slot), p)
+            return x + F.dropout(self.mlp(self.mlp_norm(x)), p)
+        x = self.attn_norm(x + F.dropout(self.attn(x, cos, sin, pos, cache, slot), p))
+        return self.mlp_norm(x + F.dropout(self.mlp(x), p))
+
+
+class ReasoningModule(nn.Module):
+    """The planner or the generator: ``z + injection`` through its layers."""
+
+    def __init__(self, cfg: ModelConfig, n_layers: int, window: int = 0):
+        super().__init__()
+        self.layers = nn.ModuleList(Block(cfg, window) for _ in range(n_layers))
+
+    def forward(self, z, injection, cos, sin, pos=0, cache: KVCache | None = None, slot0=0):
+        z = z + injection
+        for i, layer in enumerate(self.layers):
+            z = layer(z, cos, sin, pos, cache, slot0 + i)
+        return z
+
+
+@dataclass
+class HRGCState:
+    """Recurrent state per position: planner z_H and generator z_L, [B, T, D] each."""
+
+    z_H: torch.Tensor
+    z_L: torch.Tensor
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor  # [B, T, vocab] (T = 1 with last_only)
+    refine_logit: torch.Tensor  # [B, T]: will the code so far pass the validators?
+    state: HRGCState | None = None  # HRGC only
+
+
+# ---------------------------------------------------------------------------------------
+# Shared embedding / heads (HRGC and GPT)
+
+
+class LMBase(nn.Module):
+    """Embeddings, heads, caches and input checks shared by HRGC and the GPT baseline."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        D = cfg.d_model
+        self.embed = nn.Embedding(cfg.vocab_size, D)
+        if cfg.byte_features:
+            self.nibble_embed = nn.Embedding(NIBBLE_VOCAB, D)
+            self.acc_embed = nn.Embedding(ACC_VOCAB, D)
+        self.lm_head = nn.Linear(D, cfg.vocab_size, bias=False)
+        self.refine_head = nn.Linear(D, 1, bias=True)
+        cos, sin = rope_tables(cfg)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.embed_scale = math.sqrt(D)
+
+    def init_weights(self) -> None:
+        """Truncated-normal LeCun init (std 1/sqrt(fan_in)); embeddings std 1/sqrt(d) (HRM)."""
+        D = self.cfg.d_model
+        for name, p in self.named_parameters():
+            if name.endswith("norm.weight"):
+                nn.init.ones_(p)
+            elif p.dim() == 2:
+                std = 1.0 / math.sqrt(D if "embed" in name else p.shape[1])
+                nn.init.trunc_normal_(p, std=std, a=-2 * std, b=2 * std)
+        # The refinement controller starts undecided (p = 0.5) and learns from targets only.
+        nn.init.zeros_(self.refine_head.weight)
+        nn.init.zeros_(self.refine_head.bias)
+        if self.cfg.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+
+    def embed_inputs(self, ids, nibble=None, acc=None) -> torch.Tensor:
+        """Token (+ nibble and accumulator) embeddings, scaled to unit RMS: [B, T, D]."""
+        x = self.embed(ids)
+        if self.cfg.byte_features:
+            if nibble is None or acc is None:
+                raise ValueError("this byte-mode model needs nibble and acc features "
+                                 "(tokenizer.features(ids)) with the ids")
+            if nibble.shape != ids.shape or acc.shape != ids.shape:
+                raise ValueError(f"nibble {tuple(nibble.shape)} and acc {tuple(acc.shape)} must "
+                                 f"have the shape of ids {tuple(ids.shape)}")
+            x = x + self.nibble_embed(nibble.long()) + self.acc_embed(acc.long())
+        return x * self.embed_scale
+
+    def check_inputs(self, ids: torch.Tensor, cache: KVCache | None) -> int:
+        """Validate ids (and cache room); return the position of ids[:, 0]."""
+        if ids.dim() != 2 or ids.dtype not in (torch.long, torch.int32, torch.int64):
+            raise ValueError(f"ids must be an integer tensor [B, T], got {tuple(ids.shape)} {ids.dtype}")
+        B, T = ids.shape
+        if T == 0:
+            raise ValueError("ids has no positions")
+        pos = 0
+        if cache is not None:
+            cache.check_append(B, T)
+            pos = cache.length
+        if pos + T > self.cfg.max_seq_len:
+            raise CacheError(f"positions {pos}..{pos + T - 1} exceed the model's context "
+                             f"max_seq_len={self.cfg.max_seq_len}")
+        if not torch.compiler.is_compiling():
+            lo, hi = int(ids.min()), int(ids.max())
+            if lo < 0 or hi >= self.cfg.vocab_size:
+                raise ValueError(f"token ids must be in [0, {self.cfg.vocab_size}), got {lo}..{hi}")
+        return pos
+
+    def heads(self, z: torch.Tensor, last_only: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        if last_only:
+            z = z[:, -1:]
+        return self.lm_head(z), self.refine_head(z).squeeze(-1)
+
+    def new_cache(self, batch: int = 1, max_len: int | None = None) -> KVCache:
+        """A preallocated cache for ``batch`` rows and up to ``max_len`` positions."""
+        cfg = self.cfg
+        max_len = max_len or cfg.max_seq_len
+        if max_len > cfg.max_seq_len:
+            raise CacheError(f"max_len {max_len} exceeds the model's context {cfg.max_seq_len}")
+        p = self.embed.weight
+        return KVCache(cfg.n_cache_slots, batch, cfg.n_heads, max_len, cfg.head_dim,
+                       dtype=p.dtype, device=p.device)
+
+    def num_params(self) -> int:
+        """Distinct parameters (a tied output head counts once)."""
+        return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
+
+
+# ---------------------------------------------------------------------------------------
+# The model
+
+
+class HRGC(LMBase):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        D = cfg.d_model
+        self.H = ReasoningModule(cfg, cfg.H_layers, window=cfg.H_window)  # planner
+        self.L = ReasoningModule(cfg, cfg.L_layers)  # generator
+        # Initial states, fixed (HRM keeps them as buffers): unit-scale random vectors.
+        g = torch.Generator().manual_seed(0)
+        self.register_buffer("H_init", torch.randn(D, generator=g), persistent=True)
+        self.register_buffer("L_init", torch.randn(D, generator=g), persistent=True)
+        self.init_weights()
+
+    def _run(self, module: ReasoningModule, z, inj, cos, sin, pos, cache, slot0, grad: bool):
+        """One module application, with autograd only when ``grad`` (and checkpointed if set)."""
+        if not grad:
+            with torch.no_grad():
+                return module(z, inj, cos, sin, pos, cache, slot0)
+        if self.cfg.grad_checkpointing and cache is None:
+            return checkpoint(module, z, inj, cos, sin, pos, None, slot0, use_reentrant=False)
+        return module(z, inj, cos, sin, pos, cache, slot0)
+
+    def forward(self, ids, nibble=None, acc=None, cache: KVCache | None = None,
+                last_only: bool = False) -> ModelOutput:
+        """Logits [B, T, V] and refine_logit [B, T] for ids [B, T] (positions after cache)."""
+        cfg = self.cfg
+        pos = self.check_inputs(ids, cache)
+        B, T = ids.shape
+        cos, sin = self.rope_cos[pos:pos + T], self.rope_sin[pos:pos + T]
+        x = self.embed_inputs(ids, nibble, acc)  # [B, T, D]
+        z_H = self.H_init.to(x.dtype).expand(B, T, -1)
+        z_L = self.L_init.to(x.dtype).expand(B, T, -1)
+
+        grad = torch.is_grad_enabled()
+        last_h, last_l = cfg.H_cycles - 1, cfg.L_cycles - 1
+        slot = 0
+        for h in range(cfg.H_cycles):
+            for l in range(cfg.L_cycles):
+                # one_step (HRM): only the final L step keeps a graph; full (TRM): the whole last cycle.
+                g = grad and h == last_h and (cfg.grad_mode == "full" or l == last_l)
+                z_L = self._run(self.L, z_L, z_H + x, cos, sin, pos, cache, slot, g)
+                slot += cfg.L_layers
+            z_H = self._run(self.H, z_H, z_L, cos, sin, pos, cache,
+                            cfg.H_cycles * cfg.L_cycles * cfg.L_layers + h * cfg.H_layers,
+                            grad and h == last_h)
+
+        if cache is not None:
+            cache.advance(T)
+        logits, refine_logit = self.heads(z_H, last_only)
+        return ModelOutput(logits, refine_logit, HRGCState(z_H, z_L))

@@ -36,10 +36,9 @@ KEY_UINT8 = f"{NS}.uint8_tensors"  # JSON list: I8 tensors that hold raw bytes (
 
 
 def _meta_lines(meta: Mapping[str, Any]) -> bytes:
-    # Canonical form of the metadata for the checksum: our keys and the architecture, sorted,
-    # JSON values. (The gguf writer adds general.* keys of its own; those are not covered.)
-    items = sorted((k, v) for k, v in meta.items()
-                   if k != KEY_CHECKSUM and (k.startswith(NS + ".") or k == "general.architecture"))
+    # Canonical form of the metadata for the checksum: every key but the checksum, sorted,
+    # JSON values (the writer adds only general.architecture, which is passed in here).
+    items = sorted((k, v) for k, v in meta.items() if k != KEY_CHECKSUM)
     return "\n".join(f"{k}={json.dumps(v, sort_keys=True)}" for k, v in items).encode()
 
 

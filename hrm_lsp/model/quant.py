@@ -65,9 +65,21 @@ def quantize_dequantize(w: torch.Tensor, group: int = 32, symmetric: bool = True
     return deq.reshape(out_f, in_f).to(w.dtype)
 
 
+class _FakeQuant(torch.autograd.Function):
+    # A Function rather than ``w + (q - w).detach()``: that sum is not always bit-equal to q
+    # (asymmetric levels can sit across zero from w), and QAT must equal the export exactly.
+    @staticmethod
+    def forward(ctx, w, group, symmetric):
+        return quantize_dequantize(w, group, symmetric)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None, None
+
+
 def fake_quant(w: torch.Tensor, group: int = 32, symmetric: bool = True) -> torch.Tensor:
     """4-bit fake quantization with a straight-through estimator (gradient of identity)."""
-    return w + (quantize_dequantize(w, group, symmetric) - w).detach()
+    return _FakeQuant.apply(w, group, symmetric)
 
 
 @dataclass(frozen=True)
@@ -140,3 +152,89 @@ def quant_error(w: torch.Tensor, group: int = 32, symmetric: bool = True) -> dic
     rms = float(wf.pow(2).mean().sqrt())
     return {"rel_rms": float(err.pow(2).mean().sqrt()) / max(rms, 1e-30),
             "max_abs": float(err.abs().max())}
+
+
+def rows(p: Packed4) -> np.ndarray:
+    """The blocks as a 2-D uint8 array [out, in/group * bytes_per_block] (one row per output)."""
+    return p.blocks.reshape(p.shape[0], -1)
+
+
+def ggml_type_name(group: int, symmetric: bool) -> str | None:
+    """The GGML type with this exact block layout ("Q4_0"/"Q4_1" for group 32), else None."""
+    if group != 32:
+        return None
+    return "Q4_0" if symmetric else "Q4_1"
+
+
+def is_quantizable(name: str, shape: tuple[int, ...]) -> bool:
+    """True for the weights QAT fake-quantizes and export packs: the block linears."""
+    block_linear = name.endswith((".attn.qkv.weight", ".attn.proj.weight",
+                                  ".mlp.gate_up.weight", ".mlp.down.weight"))
+    return block_linear and len(shape) == 2
+
+
+def quantizable(tensors) -> list[str]:
+    """Names of the block-linear weights in a model or a {name: tensor} mapping."""
+    if isinstance(tensors, torch.nn.Module):
+        from hrm_lsp.model.weights import state_dict_for_export
+
+        tensors = state_dict_for_export(tensors)
+    return [n for n, t in tensors.items() if is_quantizable(n, tuple(t.shape))]
+
+
+def quantize_model_weights(model: torch.nn.Module, group: int | None = None,
+                           symmetric: bool | None = None) -> None:
+    """Replace every block-linear weight by its 4-bit round trip, in place (for fp-vs-4bit evals)."""
+    cfg = model.cfg
+    group = group or cfg.qat_group
+    symmetric = cfg.qat_symmetric if symmetric is None else symmetric
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name in quantizable(model):
+            params[name].copy_(quantize_dequantize(params[name], group, symmetric))
+
+
+def fake_quant_mlx(w, group: int = 32, symmetric: bool = True):
+    """MLX twin of ``fake_quant``: the same blocks and rounding, straight-through gradient."""
+    global _STE
+    if _STE is None:
+        _STE = _ste_mlx()
+    return _STE(w, _quantize_dequantize_mlx(w, group, symmetric))
+
+
+_STE = None
+
+
+def _quantize_dequantize_mlx(w, group: int, symmetric: bool):
+    import mlx.core as mx
+
+    _check(tuple(w.shape), group)
+    out_f, in_f = w.shape
+    blocks = mx.stop_gradient(w).astype(mx.float32).reshape(out_f, in_f // group, group)
+    if symmetric:
+        imax = mx.argmax(mx.abs(blocks), axis=-1, keepdims=True)
+        d = mx.take_along_axis(blocks, imax, axis=-1) / -8.0
+        inv = mx.where(d == 0, mx.zeros_like(d), 1.0 / mx.where(d == 0, mx.ones_like(d), d))
+        q = mx.clip(mx.floor(blocks * inv + 8.5), 0, 15)
+        deq = (q - 8.0) * d.astype(mx.float16).astype(mx.float32)
+    else:
+        vmin = mx.min(blocks, axis=-1, keepdims=True)
+        d = (mx.max(blocks, axis=-1, keepdims=True) - vmin) / 15.0
+        inv = mx.where(d == 0, mx.zeros_like(d), 1.0 / mx.where(d == 0, mx.ones_like(d), d))
+        q = mx.clip(mx.floor((blocks - vmin) * inv + 0.5), 0, 15)
+        deq = q * d.astype(mx.float16).astype(mx.float32) + vmin.astype(mx.float16).astype(mx.float32)
+    return deq.reshape(out_f, in_f).astype(w.dtype)
+
+
+def _ste_mlx():
+    import mlx.core as mx
+
+    @mx.custom_function
+    def ste(w, deq):
+        return deq
+
+    @ste.vjp
+    def ste_vjp(primals, cotangent, output):
+        return cotangent, mx.zeros_like(cotangent)
+
+    return ste

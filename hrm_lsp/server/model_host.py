@@ -1,0 +1,86 @@
+"""The model behind the server: loaded once, in the background, replaceable at runtime.
+
+Requests that arrive before the model is ready get an empty answer at once (the client
+asks again on the next keystroke), so loading never blocks the editor. A missing or
+corrupt model file leaves the server up with completions off; validation-based features
+keep working.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hrm_lsp.log import get_logger
+from hrm_lsp.paths import default_model_path
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """What the server can say about its model at any moment."""
+
+    state: str  # "idle" (nothing requested) | "loading" | "ready" | "failed"
+    path: str = ""
+    message: str = ""
+
+
+def resolve_model_path(setting: str) -> Path:
+    """The model file for a ``modelPath`` setting ("" = the shipped model)."""
+    return Path(setting).expanduser() if setting else default_model_path()
+
+
+class ModelHost:
+    """Holds the Engine and its load state; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._engine: Any = None
+        self._status = ModelStatus("idle")
+        self._generation = 0  # bumps on every load so a stale load cannot win
+
+    @property
+    def status(self) -> ModelStatus:
+        """Current state, path and message."""
+        with self._lock:
+            return self._status
+
+    @property
+    def engine(self) -> Any:
+        """The loaded Engine, or None when not ready."""
+        with self._lock:
+            return self._engine if self._status.state == "ready" else None
+
+    def begin_load(self, path: Path) -> int:
+        """Mark a load of ``path`` as started; returns its ticket for ``load``."""
+        with self._lock:
+            self._generation += 1
+            self._engine = None
+            self._status = ModelStatus("loading", str(path))
+            return self._generation
+
+    def load(self, ticket: int, path: Path, device: str) -> ModelStatus:
+        """Load ``path`` (blocking; run it in a thread). Never raises."""
+        try:
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"model file {path} does not exist; set hrmLsp.modelPath to a .gguf file "
+                    "made by `hrm-lsp export`"
+                )
+            from hrm_lsp.inference import Engine
+
+            engine = Engine.load(path, device=device)
+            status = ModelStatus("ready", str(path), f"model {path.name} loaded")
+        except Exception as e:  # boundary: any failure becomes a message, not a crash
+            log.warning("model load failed: %s", e, exc_info=not isinstance(e, FileNotFoundError))
+            engine = None
+            status = ModelStatus("failed", str(path), f"could not load model {path}: {e}")
+        with self._lock:
+            if ticket != self._generation:  # a newer load started meanwhile; drop this one
+                return self._status
+            self._engine = engine
+            self._status = status
+        return status

@@ -1,0 +1,138 @@
+"""The one place for LSP position encoding: (line, character) <-> Python ``str`` offsets.
+
+LSP positions count ``character`` in the negotiated encoding's code units (UTF-16 by
+default, UTF-8 or UTF-32 when the client offers them) and lines are split on ``\\n``,
+``\\r\\n`` and ``\\r`` only. Python strings index code points, and ``str.splitlines``
+also splits on form feeds and U+2028, so every conversion goes through ``LineIndex``.
+
+Client input is clamped, never rejected: negative values become 0, a character past the
+end of its line lands on the line's end (before its terminator), a line past the end of
+the document lands at the document's end, and a position inside a surrogate pair or a
+UTF-8 sequence rounds down to the start of that character.
+
+Validator diagnostics (1-based line, column in code points) convert here too.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass
+
+UTF8 = "utf-8"
+UTF16 = "utf-16"
+UTF32 = "utf-32"
+ENCODINGS = (UTF8, UTF16, UTF32)
+
+_EOL = re.compile(r"\r\n|\r|\n")
+
+
+@dataclass(frozen=True)
+class Pos:
+    """A position in client units: 0-based line and character."""
+
+    line: int
+    character: int
+
+
+def choose_encoding(offered: list[str] | tuple[str, ...] | None) -> str:
+    """The encoding to use given the client's ``general.positionEncodings`` (LSP 3.17).
+
+    UTF-16 is mandatory for every client, so it is the answer when the client says nothing.
+    Otherwise take the client's first preference that we support.
+    """
+    for enc in offered or ():
+        if str(enc).lower() in ENCODINGS:
+            return str(enc).lower()
+    return UTF16
+
+
+def _units(text: str, encoding: str) -> int:
+    """Length of ``text`` in the encoding's code units."""
+    if encoding == UTF32 or text.isascii():
+        return len(text)
+    if encoding == UTF16:
+        return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _char_index(line: str, units: int, encoding: str) -> int:
+    """Code-point index in ``line`` reached after ``units`` code units (clamped, rounds down)."""
+    if units <= 0:
+        return 0
+    if encoding == UTF32 or line.isascii():
+        return min(units, len(line))
+    count = 0
+    for i, ch in enumerate(line):
+        o = ord(ch)
+        if encoding == UTF16:
+            width = 2 if o > 0xFFFF else 1
+        else:
+            width = 1 if o < 0x80 else 2 if o < 0x800 else 3 if o < 0x10000 else 4
+        if count + width > units:
+            return i  # inside this character: round down to its start
+        count += width
+        if count == units:
+            return i + 1
+    return len(line)
+
+
+class LineIndex:
+    """Line starts of one text, for O(log n) conversions in both directions."""
+
+    __slots__ = ("text", "starts", "ends")
+
+    def __init__(self, text: str):
+        self.text = text
+        starts = [0]
+        ends = []
+        for m in _EOL.finditer(text):
+            ends.append(m.start())
+            starts.append(m.end())
+        ends.append(len(text))
+        self.starts: list[int] = starts
+        self.ends: list[int] = ends  # end of each line's content, before its terminator
+
+    @property
+    def line_count(self) -> int:
+        """Number of lines (a trailing newline starts a last, empty line)."""
+        return len(self.starts)
+
+    def line_text(self, line: int) -> str:
+        """Content of ``line`` without its terminator ('' when out of range)."""
+        if line < 0 or line >= len(self.starts):
+            return ""
+        return self.text[self.starts[line] : self.ends[line]]
+
+    def offset(self, line: int, character: int, encoding: str = UTF16) -> int:
+        """``str`` offset of an LSP position, clamped into the text."""
+        if line < 0:
+            return 0
+        if line >= len(self.starts):
+            return len(self.text)
+        start, end = self.starts[line], self.ends[line]
+        return start + _char_index(self.text[start:end], character, encoding)
+
+    def position(self, offset: int, encoding: str = UTF16) -> Pos:
+        """LSP position of a ``str`` offset, clamped into the text."""
+        offset = max(0, min(offset, len(self.text)))
+        line = bisect.bisect_right(self.starts, offset) - 1
+        start = self.starts[line]
+        offset = min(offset, self.ends[line])  # inside a \r\n terminator -> end of line
+        return Pos(line, _units(self.text[start:offset], encoding))
+
+    def offset_of_codepoint(self, line1: int, column1: int) -> int:
+        """``str`` offset of a validator position (1-based line, 1-based code-point column)."""
+        line = max(0, min(line1 - 1, len(self.starts) - 1))
+        start, end = self.starts[line], self.ends[line]
+        return min(start + max(0, column1 - 1), end)
+
+
+def offset_at(text: str, line: int, character: int, encoding: str = UTF16) -> int:
+    """One-off conversion of an LSP position into a ``str`` offset (see ``LineIndex``)."""
+    return LineIndex(text).offset(line, character, encoding)
+
+
+def position_at(text: str, offset: int, encoding: str = UTF16) -> Pos:
+    """One-off conversion of a ``str`` offset into an LSP position (see ``LineIndex``)."""
+    return LineIndex(text).position(offset, encoding)

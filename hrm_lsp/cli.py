@@ -23,6 +23,49 @@ def main() -> None:
 
 # Commands are registered below, one section per sub-package. Keep each body thin.
 
+# -- validators --------------------------------------------------------------------------
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=True))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of lines.")
+@click.option("--no-vet", is_flag=True, help="Run only the syntax and gofmt stages.")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
+              help="Seconds per Go process (the first vet on a cold build cache takes a while).")
+def check(files: tuple[str, ...], as_json: bool, no_vet: bool, timeout: float) -> None:
+    """Validate Go FILES: syntax → gofmt → go vet. Exit 0 pass, 1 diagnostics, 2 usage/env error."""
+    from hrm_lsp.validators import check as chk
+
+    reports = chk.run_check(list(files), vet=not no_vet, timeout=timeout)
+    if as_json:
+        click.echo(chk.format_json(reports))
+    else:
+        out, err = chk.format_text(reports)
+        for line in out:
+            click.echo(line)
+        for line in err:
+            click.echo(line, err=True)
+    sys.exit(chk.exit_code(reports))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of a table.")
+def doctor(as_json: bool) -> None:
+    """Report Python, packages, Go, tree-sitter, torch devices, MLX and the model file."""
+    import json
+
+    from hrm_lsp.doctor import run_doctor
+
+    checks = run_doctor()
+    failed = any(c.status == "fail" for c in checks)
+    if as_json:
+        click.echo(json.dumps({"ok": not failed, "checks": [c.to_dict() for c in checks]}, indent=2))
+    else:
+        marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
+        for c in checks:
+            click.echo(f"[{marks.get(c.status, c.status)}] {c.name}: {c.detail}")
+            if c.fix and c.status != "ok":
+                click.echo(f"       fix: {c.fix}")
+    sys.exit(1 if failed else 0)
+
 
 # -- server ------------------------------------------------------------------------------
 @main.command()

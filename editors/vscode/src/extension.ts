@@ -5,9 +5,6 @@
 import * as os from "node:os";
 import * as vscode from "vscode";
 import {
-  CodeAction,
-  CodeActionRequest,
-  Command,
   ExecuteCommandRequest,
   LanguageClient,
   State,
@@ -23,7 +20,7 @@ import {
 import { discoverExecutable, isExecutableFile } from "./discovery";
 import { SECTION, needsRestart, serverArgs, toServerSettings } from "./settings";
 import { INITIAL, reduce, type StatusEvent, type StatusView } from "./status";
-import { REFINE_TITLE, pickRefineAction } from "./actions";
+import { REFINE_TITLE, SERVER_COMMANDS, modelStatusOf, positionArguments } from "./actions";
 
 const CLIENT_ID = "hrmLsp";
 const CLIENT_NAME = "HRGC (hrm-lsp)";
@@ -210,9 +207,7 @@ async function startClient(): Promise<void> {
     void vscode.window.showErrorMessage(`hrm-lsp failed to start: ${String(e)}. See "HRGC: Show output".`);
     return;
   }
-  if (status.state === "starting") {
-    updateStatus({ kind: "serverStatus", state: "ready" });
-  }
+  await refreshStatus(c);
 }
 
 async function restartClient(): Promise<void> {
@@ -228,38 +223,40 @@ async function restartClient(): Promise<void> {
   await startClient();
 }
 
+/** "Refine this function" at the cursor: the server computes the edit and applies it. */
 async function refineFunction(): Promise<void> {
   const editor = vscode.window.activeTextEditor;
   const c = client;
-  if (!editor || editor.document.languageId !== "go") {
+  if (editor?.document.languageId !== "go") {
     void vscode.window.showInformationMessage("HRGC: open a Go file and put the cursor in a function.");
     return;
   }
   if (!c?.isRunning()) {
-    void vscode.window.showWarningMessage("HRGC: the server is not running; see \"HRGC: Show output\".");
+    void vscode.window.showWarningMessage('HRGC: the server is not running; see "HRGC: Show output".');
     return;
   }
-  const pos = c.code2ProtocolConverter.asPosition(editor.selection.active);
-  const actions = await c.sendRequest(CodeActionRequest.type, {
-    textDocument: c.code2ProtocolConverter.asTextDocumentIdentifier(editor.document),
-    range: { start: pos, end: pos },
-    context: { diagnostics: [], triggerKind: 1 },
+  const pos = editor.selection.active;
+  // The server answers with the WorkspaceEdit and also sends it through workspace/applyEdit,
+  // which the client applies; null means it did not apply here (the server says why).
+  const edit: unknown = await c.sendRequest(ExecuteCommandRequest.type, {
+    command: SERVER_COMMANDS.refine,
+    arguments: positionArguments(editor.document.uri.toString(), pos.line, pos.character),
   });
-  const action = pickRefineAction(actions ?? []);
-  if (!action) {
-    void vscode.window.showInformationMessage(`HRGC: "${REFINE_TITLE}" does not apply here; put the cursor inside a function.`);
-    return;
+  if (edit === null) {
+    output.info(`${REFINE_TITLE}: no edit at ${editor.document.uri.fsPath}:${pos.line + 1}`);
   }
-  if (CodeAction.is(action)) {
-    if (action.edit) {
-      const edit = await c.protocol2CodeConverter.asWorkspaceEdit(action.edit);
-      await vscode.workspace.applyEdit(edit);
+}
+
+/** Seed the status bar from the server's status command (progress may have begun earlier). */
+async function refreshStatus(c: LanguageClient): Promise<void> {
+  try {
+    const answer: unknown = await c.sendRequest(ExecuteCommandRequest.type, { command: SERVER_COMMANDS.status, arguments: [] });
+    const model = modelStatusOf(answer);
+    if (model) {
+      updateStatus({ kind: "serverStatus", state: model.state, message: model.message });
     }
-    if (action.command) {
-      await c.sendRequest(ExecuteCommandRequest.type, action.command);
-    }
-  } else if (Command.is(action)) {
-    await c.sendRequest(ExecuteCommandRequest.type, action);
+  } catch (e) {
+    output.warn(`status command failed: ${String(e)}`);
   }
 }
 

@@ -26,9 +26,12 @@ export type StatusEvent =
   | { readonly kind: "clientError"; readonly message: string }
   | { readonly kind: "stopped" };
 
-/** Titles of the server's model-loading progress (other progress, e.g. refining, is not model state). */
-export function isModelProgress(title: string): boolean {
-  return /\bmodel\b/i.test(title);
+/**
+ * Whether a progress begin is the server's model load (title "hrm-lsp", message "loading
+ * model X"); other progress, e.g. refining a function, is not model state.
+ */
+export function isModelProgress(title: string, message?: string): boolean {
+  return /\bmodel\b/i.test(title) || /\bloading model\b/i.test(message ?? "");
 }
 
 /** Whether the end message of a model load reports a failure. */
@@ -64,7 +67,7 @@ export function reduce(current: StatusView, event: StatusEvent): StatusView {
     case "starting":
       return view("starting", "", []);
     case "progressBegin":
-      if (!isModelProgress(event.title)) {
+      if (!isModelProgress(event.title, event.message)) {
         return current;
       }
       return view("loading", event.message ?? event.title, [...current.loadTokens, event.token]);

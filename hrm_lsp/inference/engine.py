@@ -1,0 +1,387 @@
+"""The engine: a loaded model + tokenizer serving completions (docs/inference.md).
+
+One completion, in order:
+
+1. prompt: fill-in-the-middle around the cursor, suffix first (``prompt.py``);
+2. session sync: reuse the document's cached prefix, run only the new tokens (``session.py``);
+3. plan: ``<PLAN>`` … ``</PLAN>`` (greedy unless sampling is asked for), parsed to ``Plan``;
+4. code: decode until a stop rule fires (``stops.py``: line / enclosing block) or end of
+   text, the token budget, the time budget or cancellation;
+5. validation and the refinement loop (``refine.py``) when asked.
+
+The engine serves one generation at a time (a lock): on a 2-core CPU parallel decodes only
+slow each other down, and the KV caches are not thread-safe.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hrm_lsp.export.errors import ModelFileError
+from hrm_lsp.inference.plan import parse_plan, plan_from_comment, plan_parts
+from hrm_lsp.inference.prompt import fim_prompt
+from hrm_lsp.inference.refine import Candidate, formatted_middle, refine_loop, splice
+from hrm_lsp.inference.sampling import sample_next
+from hrm_lsp.inference.session import Session, SessionPool
+from hrm_lsp.inference.stops import StopRule, cursor_in_block
+from hrm_lsp.inference.types import CancelToken, Completion, CompletionRequest, Edit, Plan, Timings
+from hrm_lsp.log import get_logger
+from hrm_lsp.tokenizer import symbols
+
+log = get_logger(__name__)
+
+_NEVER_CANCELLED = CancelToken()
+
+
+class Engine:
+    """Completions from one model. Build with ``Engine.load(path)``."""
+
+    def __init__(self, model, tokenizer, metadata: Any = None, *, max_sessions: int = 4):
+        self.model = model.eval()
+        self.tok = tokenizer
+        self.metadata = metadata
+        self.cfg = model.cfg
+        self.capacity = self.cfg.max_seq_len
+        self.sessions = SessionPool(model, tokenizer, self.capacity, max_sessions)
+        self._lock = threading.Lock()
+        sp = tokenizer.special_ids
+        self.special_ids = frozenset(sp.values())
+        self.id_plan, self.id_end_plan = sp["<PLAN>"], sp["</PLAN>"]
+        self.id_eot, self.id_validate = sp[symbols.EOT], sp["<VALIDATE>"]
+        self._banned = torch.tensor([tokenizer.pad_id], device=self.device)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @classmethod
+    def load(cls, model_path: str | Path | None = None, device: str = "auto", **kwargs) -> Engine:
+        """Load a GGUF file (or run directory/checkpoint); ModelFileError when unusable.
+
+        ``None`` means the shipped default model (``hrm_lsp.paths.default_model_path()``).
+        """
+        from hrm_lsp.device import DeviceError, resolve_device
+        from hrm_lsp.export.gguf import load_model
+        from hrm_lsp.paths import default_model_path
+
+        if model_path is None:
+            model_path = default_model_path()
+            if not Path(model_path).exists():
+                raise ModelFileError(
+                    f"no model given and the default model {model_path} is not installed in this "
+                    "checkout; pass --model FILE.gguf (make one with `hrm-lsp export RUN_DIR "
+                    "--out FILE.gguf`)")
+        try:
+            dev = resolve_device(device).torch_device
+        except DeviceError as e:
+            raise ModelFileError(str(e)) from None
+        model, tok, meta = load_model(model_path, device=dev)
+        return cls(model, tok, meta, **kwargs)
+
+    # -----------------------------------------------------------------------------------
+    # Completion
+
+    def complete(self, req: CompletionRequest, cancel: Any = None,
+                 session_key: str | None = None) -> Completion:
+        """Complete at ``req.offset``; see the module docstring for the steps."""
+        req.validate()
+        cancel = cancel or _NEVER_CANCELLED
+        with self._lock:
+            return self._complete(req, cancel, session_key)
+
+    def _complete(self, req: CompletionRequest, cancel: Any, session_key: str | None) -> Completion:
+        t0 = time.monotonic()
+        deadline = t0 + req.time_budget_ms / 1000.0
+        timings = Timings()
+        gen = torch.Generator().manual_seed(req.seed) if req.temperature > 0 else None
+        prefix, suffix = req.text[: req.offset], req.text[req.offset:]
+        session = self.sessions.get(session_key)
+
+        # Room for the plan, the code and one round of feedback; the rest is prompt.
+        reserve = (req.max_plan_tokens + 2 if req.plan else 2) + req.max_tokens + 8
+        budget = max(16, self.capacity - reserve)
+        ta = time.monotonic()
+        prompt = fim_prompt(self.tok, prefix, suffix, budget)
+        timings.tokenize_ms += (time.monotonic() - ta) * 1000
+        notes: list[str] = []
+        if prompt.truncated:
+            notes.append("context truncated to the model's window")
+
+        ids = list(prompt.ids) + [self.id_plan]
+        ta = time.monotonic()
+        logits, refine_logit, reused = session.sync(ids)
+        timings.prefill_ms += (time.monotonic() - ta) * 1000
+        timings.reused_tokens, timings.prefill_tokens = reused, len(ids) - reused
+
+        # Plan.
+        plan = Plan()
+        if req.plan:
+            plan_ids, logits, reason = self._decode_plan(session, logits, req, gen, deadline,
+                                                         cancel, timings)
+            plan = parse_plan(self.tok.decode([self.id_plan, *plan_ids]))
+            if reason == "cancelled":
+                return self._result("", plan, None, 0, t0, timings, "cancelled", None, notes)
+        else:
+            # No plan from the model: a given one (code actions), else an empty plan.
+            forced = self._forced_plan
+            tail = self.plan_ids(forced)[1:] if forced is not None else [self.id_end_plan]
+            ta = time.monotonic()
+            logits, refine_logit = session.extend(tail)
+            timings.prefill_ms += (time.monotonic() - ta) * 1000
+
+        in_block = cursor_in_block(req.text, req.offset) if req.multiline else False
+
+        def new_rule() -> StopRule:
+            from hrm_lsp.validators import syntax_errors
+
+            return StopRule(req.multiline, prefix, suffix, in_block=in_block,
+                            syntax_errors=syntax_errors)
+
+        text, reason = self._decode_code(session, logits, new_rule(), req, gen, deadline,
+                                         cancel, timings)
+        if reason == "cancelled":
+            return self._result(text, plan, None, 0, t0, timings, reason, None, notes)
+        if not req.refine:
+            validation = self._check(req, text, timings)
+            text = formatted_middle(req.text, req.offset, text, validation) or text
+            notes += self._skipped_notes(validation)
+            return self._result(text, plan, validation, 1, t0, timings, reason, None, notes)
+        prob = self._validate_probability(session)
+
+        def regenerate(diag_text: str):
+            feedback = [self.id_validate, self.tok.id_of("<DIAG>"), *self.tok.encode(diag_text),
+                        self.tok.id_of("</DIAG>"), self.tok.id_of("<REFINE>")]
+            if session.length + len(feedback) + 8 > self.capacity or cancel.cancelled:
+                return None
+            # The session ends with the previous candidate's code (+ <VALIDATE> when read).
+            if session.ids and session.ids[-1] == self.id_validate:
+                feedback = feedback[1:]
+            ta = time.monotonic()
+            lg, _ = session.extend(feedback)
+            timings.prefill_ms += (time.monotonic() - ta) * 1000
+            code, why = self._decode_code(session, lg, new_rule(), req, gen, deadline, cancel,
+                                          timings)
+            if why == "cancelled":
+                return None
+            return code, self._validate_probability(session), why
+
+        outcome = refine_loop(
+            (text, prob, reason), regenerate, lambda code: self._check(req, code, timings),
+            max_iterations=req.max_refinement_iterations, threshold=req.refinement_threshold,
+            deadline=deadline, cancelled=lambda: cancel.cancelled)
+        best: Candidate = outcome.best
+        final = formatted_middle(req.text, req.offset, best.text, best.validation) or best.text
+        notes += self._skipped_notes(best.validation)
+        notes.append(f"refinement stopped: {outcome.stop}")
+        return self._result(final, plan, best.validation, outcome.iterations, t0, timings,
+                            best.stop_reason, best.refine_probability, notes)
+
+    def _result(self, text, plan, validation, iterations, t0, timings, reason, prob, notes):
+        return Completion(text=text, plan=plan, validation=validation, iterations=iterations,
+                          elapsed_ms=(time.monotonic() - t0) * 1000, timings=timings,
+                          stop_reason=reason, refine_probability=prob, notes=tuple(notes))
+
+    def _skipped_notes(self, validation) -> list[str]:
+        skipped = dict(getattr(validation, "skipped", None) or {})
+        return [f"{stage} skipped: {why}" for stage, why in skipped.items()]
+
+    def _check(self, req: CompletionRequest, code: str, timings: Timings):
+        from hrm_lsp.validators import validate
+
+        ta = time.monotonic()
+        doc = splice(req.text, req.offset, code)
+        path = Path(req.path) if req.path else None
+        result = validate(doc, path=path, stages=tuple(req.stages))
+        timings.validate_ms += (time.monotonic() - ta) * 1000
+        return result
+
+    def _validate_probability(self, session: Session) -> float | None:
+        """Feed ``<VALIDATE>`` after the code and read the refinement head there."""
+        if session.length + 1 > self.capacity:
+            return None
+        _, refine_logit = session.extend([self.id_validate])
+        return 1.0 / (1.0 + math.exp(-float(refine_logit)))
+
+    # -----------------------------------------------------------------------------------
+    # Decoding loops
+
+    def _decode_plan(self, session, logits, req, gen, deadline, cancel, timings):
+        out: list[int] = []
+        reason = "max_tokens"
+        ta = time.monotonic()
+        while len(out) < req.max_plan_tokens:
+            if cancel.cancelled:
+                reason = "cancelled"
+                break
+            if time.monotonic() > deadline:
+                reason = "time"
+                break
+            if session.length + 1 >= self.capacity:
+                reason = "context"
+                break
+            nxt = sample_next(logits, req.temperature, req.top_p, gen, self._banned)
+            if nxt == self.id_end_plan:
+                reason = "end"
+                break
+            if nxt in (self.id_eot, self.id_plan) or nxt in (self.tok.id_of("<FIM_PREFIX>"),
+                                                             self.tok.id_of("<FIM_SUFFIX>"),
+                                                             self.tok.id_of("<FIM_MIDDLE>")):
+                reason = "end"
+                break
+            out.append(nxt)
+            logits, _ = session.extend([nxt])
+        # Close the plan so the code follows it as in training, even when it was cut short.
+        if reason != "cancelled":
+            logits, _ = session.extend([self.id_end_plan])
+        timings.decode_ms += (time.monotonic() - ta) * 1000
+        timings.decode_tokens += len(out)
+        return out, logits, reason
+
+    def _decode_code(self, session, logits, rule: StopRule, req, gen, deadline, cancel,
+                     timings) -> tuple[str, str]:
+        """Decode code tokens after the session's ids; return (text, stop reason)."""
+        out: list[int] = []
+        text = ""
+        reason = "max_tokens"
+        ta = time.monotonic()
+        while True:
+            if cancel.cancelled:
+                reason = "cancelled"
+                break
+            if len(out) >= req.max_tokens:
+                reason = "max_tokens"
+                break
+            if time.monotonic() > deadline:
+                reason = "time"
+                break
+            if session.length + 2 >= self.capacity:  # keep room for <VALIDATE>
+                reason = "context"
+                break
+            nxt = sample_next(logits, req.temperature, req.top_p, gen, self._banned)
+            if nxt in self.special_ids:
+                reason = "eot"
+                break
+            out.append(nxt)
+            text = self.tok.decode(out)
+            cut = rule.check(text)
+            if cut is not None:
+                text = text[:cut]
+                reason = "line" if not req.multiline else "block"
+                break
+            logits, _ = session.extend([nxt])
+        if reason in ("line", "block"):
+            # The stop token was not run; the session ends with the kept code's tokens
+            # (re-encoded, so the next <VALIDATE> follows exactly the code that is returned).
+            if self.tok.decode(out[:-1]) != text:
+                start = session.length - (len(out) - 1)
+                session.cache.truncate(start)
+                del session.ids[start:]
+                kept = self.tok.encode(text)
+                if kept:
+                    session.extend(kept)
+        timings.decode_ms += (time.monotonic() - ta) * 1000
+        timings.decode_tokens += len(out)
+        return text, reason
+
+    # -----------------------------------------------------------------------------------
+    # Code actions
+
+    def refine_function(self, text: str, offset: int, path: str | None = None,
+                        cancel: Any = None, progress: Callable[..., None] | None = None,
+                        **options: Any) -> Edit | None:
+        """Regenerate the body of the function at ``offset`` from the plan in its doc comment
+        (the server's "Refine this function"). None when the cursor is in no function with a
+        body, or no candidate passed the syntax gate."""
+        from hrm_lsp.validators.treesitter import enclosing_function
+
+        fn = enclosing_function(text, offset)
+        if fn is None or fn.body_start is None or fn.body_end is None:
+            return None
+        report = progress or (lambda *a: None)
+        report(f"refining {fn.name}", 0)
+        intent = "ADD" if not text[fn.body_start + 1: fn.body_end - 1].strip() else "FIX"
+        plan = plan_from_comment(fn.doc, intent=intent) if fn.doc.strip() else Plan(intent, "func")
+        body_open = fn.body_start + 1
+        body_close = fn.body_end - 1  # the closing brace
+        inner = "\n\t"
+        doc = text[:body_open] + inner + "\n" + text[body_close:]
+        req = CompletionRequest(
+            text=doc, offset=body_open + len(inner), path=path, multiline=True,
+            max_tokens=int(options.get("max_tokens", 256)),
+            temperature=float(options.get("temperature", 0.0)),
+            time_budget_ms=float(options.get("time_budget_ms", 10000.0)),
+            refine=True, max_refinement_iterations=int(options.get("max_refinement_iterations", 5)),
+            refinement_threshold=float(options.get("refinement_threshold", 0.9)),
+            stages=tuple(options.get("stages", ("syntax", "gofmt", "vet"))), plan=False)
+        comp = self.complete_with_plan(req, plan, cancel=cancel)
+        report(f"{fn.name}: {comp.iterations} candidate(s), "
+               f"{'passed' if comp.validation is not None and comp.validation.ok else 'best kept'}", 100)
+        if comp.cancelled or comp.validation is None:
+            return None
+        from hrm_lsp.validators import syntax_errors
+
+        new_body = inner + comp.text.strip("\n") + "\n"
+        edit = Edit(body_open, body_close, new_body, title=f"Refine {fn.name}", plan=plan,
+                    validation=comp.validation)
+        if syntax_errors(edit.apply(text)):
+            return None
+        return edit
+
+    def generate_from_comment(self, text: str, offset: int, path: str | None = None,
+                              cancel: Any = None, progress: Callable[..., None] | None = None,
+                              **options: Any) -> Edit | None:
+        """Write the declaration a comment block describes, inserted after the comment."""
+        line_end = text.find("\n", offset)
+        line_end = len(text) if line_end < 0 else line_end
+        # The comment block: contiguous // lines around the cursor.
+        lines_start = text.rfind("\n", 0, offset) + 1
+        start = lines_start
+        while start > 0:
+            prev = text.rfind("\n", 0, start - 1) + 1
+            if not text[prev:start].lstrip().startswith("//"):
+                break
+            start = prev
+        comment = text[start:line_end]
+        if not comment.lstrip().startswith("//"):
+            return None
+        plan = plan_from_comment(comment)
+        insert = line_end
+        doc = text[:insert] + "\n" + text[insert:]
+        req = CompletionRequest(
+            text=doc, offset=insert + 1, path=path, multiline=True,
+            max_tokens=int(options.get("max_tokens", 256)),
+            time_budget_ms=float(options.get("time_budget_ms", 10000.0)),
+            refine=True, stages=tuple(options.get("stages", ("syntax", "gofmt", "vet"))),
+            plan=False)
+        comp = self.complete_with_plan(req, plan, cancel=cancel)
+        if comp.cancelled or not comp.text.strip():
+            return None
+        return Edit(insert, insert, "\n" + comp.text.rstrip("\n"), title="Generate from comment",
+                    plan=plan, validation=comp.validation)
+
+    def complete_with_plan(self, req: CompletionRequest, plan: Plan, cancel: Any = None,
+                           session_key: str | None = None) -> Completion:
+        """Like ``complete`` but with a given plan instead of one the model writes."""
+        req.validate()
+        cancel = cancel or _NEVER_CANCELLED
+        with self._lock:
+            self._forced_plan = plan
+            try:
+                comp = self._complete(replace(req, plan=False), cancel, session_key)
+            finally:
+                self._forced_plan = None
+        return replace(comp, plan=plan)
+
+    _forced_plan: Plan | None = None
+
+    def plan_ids(self, plan: Plan) -> list[int]:
+        """Token ids of a plan (``<PLAN>`` … ``</PLAN>``)."""
+        return self.tok.encode_parts(plan_parts(plan))

@@ -1,0 +1,81 @@
+"""Build the model's input for a cursor position: fill-in-the-middle, suffix first (SPM).
+
+Layout (the data pipeline's SPM order, docs/inference.md)::
+
+    <FIM_SUFFIX> suffix <FIM_PREFIX> prefix <FIM_MIDDLE> <PLAN> … </PLAN> code … <EOT>
+
+Why suffix first: while the user types, the text after the cursor stays the same and the
+text before it only grows at its end, so with the suffix first every keystroke keeps the
+whole cached prompt but its last token or two (the session's longest common prefix). In the
+PSM order (prefix, then suffix) each keystroke would shift the suffix and re-run all of it.
+
+Context beyond the window is cut so that it stays stable while typing: the suffix keeps its
+first lines; the prefix's start moves only in whole chunks of characters, at a line start,
+so consecutive requests share the same first tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hrm_lsp.tokenizer.base import Tokenizer
+
+PREFIX_CHUNK_CHARS = 2048  # the prefix window's start moves in steps of this many characters
+TOKEN_CHUNK = 64  # ... and, when still too long in tokens, in steps of this many tokens
+SUFFIX_SHARE = 0.25  # share of the prompt budget the suffix may take
+
+
+@dataclass(frozen=True)
+class Prompt:
+    ids: list[int]
+    prefix: str  # the prefix text actually used (for logs/tests)
+    suffix: str  # the suffix text actually used
+    truncated: bool
+
+
+def _chars_per_token(tok: Tokenizer) -> float:
+    return 1.0 if tok.kind == "byte" else 4.0
+
+
+def fim_prompt(tok: Tokenizer, prefix: str, suffix: str, budget: int) -> Prompt:
+    """Prompt ids ending with ``<FIM_MIDDLE>``, at most ``budget`` tokens long."""
+    if budget < 8:
+        raise ValueError(f"prompt budget {budget} is too small")
+    cpt = _chars_per_token(tok)
+    inner = budget - 3  # the three FIM markers
+    s_budget = max(1, int(inner * SUFFIX_SHARE))
+    truncated = False
+
+    # Suffix: its first lines (stable while typing before it).
+    suf = suffix
+    max_chars = int(s_budget * cpt * 1.5)
+    if len(suf) > max_chars:
+        cut = suf.rfind("\n", 0, max_chars)
+        suf = suf[: cut + 1 if cut > 0 else max_chars]
+        truncated = True
+    s_ids = tok.encode(suf) if suf else []
+    if len(s_ids) > s_budget:
+        s_ids = s_ids[:s_budget]
+        truncated = True
+
+    # Prefix: its last part, starting at a chunk boundary moved to the next line start.
+    p_budget = inner - len(s_ids)
+    pre = prefix
+    max_chars = int(p_budget * cpt * 1.5)
+    if len(pre) > max_chars:
+        start = len(pre) - max_chars
+        start = -(-start // PREFIX_CHUNK_CHARS) * PREFIX_CHUNK_CHARS
+        nl = pre.find("\n", start)
+        start = nl + 1 if 0 <= nl < len(pre) - 1 else start
+        pre = pre[start:]
+        truncated = True
+    p_ids = tok.encode(pre) if pre else []
+    if len(p_ids) > p_budget:
+        drop = len(p_ids) - p_budget
+        drop = -(-drop // TOKEN_CHUNK) * TOKEN_CHUNK
+        p_ids = p_ids[drop:]
+        truncated = True
+
+    ids = [tok.id_of("<FIM_SUFFIX>"), *s_ids, tok.id_of("<FIM_PREFIX>"), *p_ids,
+           tok.id_of("<FIM_MIDDLE>")]
+    return Prompt(ids, pre, suf, truncated)

@@ -123,6 +123,7 @@ def save_checkpoint(
     optim_tensors: dict[str, Any],
     state: dict[str, Any],
     keep_last: int = 3,
+    model_metadata: dict[str, str] | None = None,
 ) -> Checkpoint:
     """Write checkpoint ``step`` atomically, point ``latest`` at it, prune to ``keep_last``."""
     ckdir = Path(run_dir) / "checkpoints"
@@ -132,7 +133,9 @@ def save_checkpoint(
     final = ckdir / step_dir_name(step)
     tmp = ckdir / f".tmp-{step_dir_name(step)}-{os.getpid()}"
     tmp.mkdir()
-    _save_tensors(model_tensors, tmp / MODEL_FILE)
+    # The model file carries its config in the metadata (hrm_lsp.model.weights), so export and
+    # inference can rebuild the model from the file alone.
+    _save_tensors(model_tensors, tmp / MODEL_FILE, model_metadata)
     _save_tensors(optim_tensors, tmp / OPTIM_FILE)
     (tmp / STATE_FILE).write_text(json.dumps({**state, "step": step}, indent=1), encoding="utf-8")
     for name in (MODEL_FILE, OPTIM_FILE, STATE_FILE):

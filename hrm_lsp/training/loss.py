@@ -105,7 +105,10 @@ def make_targets(ids: np.ndarray, sym: SymbolIds) -> Targets:
 
 
 def torch_loss(logits, refine_logit, batch: dict, cfg: LossSection):
-    """Training loss for one micro-batch on torch; returns (loss, parts) with float parts.
+    """Training loss for one micro-batch on torch; returns (loss, parts).
+
+    ``parts`` are detached 0-d tensors (plan, code, refine or lm, and nats: the summed CE
+    over non-pad targets), left on the device so that a step needs no host sync.
 
     ``batch`` holds the Targets fields as tensors on the model's device.
     """
@@ -119,7 +122,7 @@ def torch_loss(logits, refine_logit, batch: dict, cfg: LossSection):
     ce = ce.reshape(B, T)
     plan_m, code_m = batch["plan_mask"], batch["code_mask"]
     plan_n, code_n = plan_m.sum(), code_m.sum()
-    parts: dict[str, float] = {}
+    parts: dict = {}
     if cfg.mode == "lm":
         all_m = plan_m | code_m
         loss = (ce * all_m).sum() / all_m.sum().clamp(min=1)
@@ -135,8 +138,8 @@ def torch_loss(logits, refine_logit, batch: dict, cfg: LossSection):
         refine = (bce * ref_m).sum() / ref_m.sum().clamp(min=1)
         loss = cfg.plan_weight * plan + cfg.code_weight * code + cfg.refine_weight * refine
         parts.update(plan=plan, code=code, refine=refine)
-    out = {k: float(v.detach()) for k, v in parts.items()}
-    out["nats"] = float((ce.detach() * (plan_m | code_m)).sum())
+    out = {k: v.detach() for k, v in parts.items()}
+    out["nats"] = (ce.detach() * (plan_m | code_m)).sum()
     return loss, out
 
 

@@ -1,0 +1,157 @@
+"""The training loop, shared by the torch and MLX backends.
+
+``fit`` runs optimiser steps until ``total_steps``: fetch ``grad_accum`` micro-batches, let
+the backend take one step at the scheduled learning rate, and on their cadences log,
+evaluate and checkpoint. Everything a resume needs (weights, optimizer state, step, tokens,
+each rank's data position and RNG) is in the checkpoint, so a resumed run continues exactly.
+
+A backend offers: ``train_step(micro, lr_scale)``, ``eval_nats(targets, feats)``,
+``model_tensors()``, ``optimizer_tensors()``, ``rng_state()``, ``num_params()`` and
+``peak_memory_bytes()``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hrm_lsp.config import to_dict
+from hrm_lsp.training.checkpoint import save_checkpoint
+from hrm_lsp.training.distributed import Dist
+from hrm_lsp.training.metrics import MetricsLog, Progress, bits_per_byte, mfu
+from hrm_lsp.training.recipe import Recipe
+from hrm_lsp.training.schedule import lr_scale
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (diverged, data ran dry); the message says what happened."""
+
+
+@dataclass
+class RunState:
+    """Counters that a checkpoint saves and a resume restores."""
+
+    step: int = 0
+    tokens: int = 0  # tokens processed, all ranks (batch x seq x accumulation x world)
+    data_position: int = 0  # this rank's position in its shard of the training data
+    elapsed_s: float = 0.0  # training wall time over all sessions of this run
+    last_eval: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class RunContext:
+    """Where a run writes and how it reports."""
+
+    run_dir: Path
+    recipe: Recipe
+    model_config: dict[str, Any]
+    total_steps: int
+    dist: Dist
+    metrics: MetricsLog
+    progress: Progress
+    flops_per_token: float = 0.0
+    peak_flops: float | None = None
+    extra_state: dict[str, Any] = field(default_factory=dict)  # recorded in every state.json
+
+
+def evaluate(trainer, data) -> dict[str, float]:
+    """Validation loss (nats/token), bits per UTF-8 byte and perplexity on the val batches."""
+    nats, tokens, n_bytes = 0.0, 0, 0
+    for t, feats, n_b in data.val_batches():
+        nats += trainer.eval_nats(t, feats)
+        tokens += t.n_tokens
+        n_bytes += n_b
+    if tokens == 0:
+        raise TrainingError("the validation split has no tokens; prepare more data")
+    loss = nats / tokens
+    return {
+        "val_loss": loss,
+        "val_bpb": bits_per_byte(nats, n_bytes),
+        "val_ppl": math.exp(min(loss, 50.0)),
+        "val_tokens": tokens,
+        "val_bytes": n_bytes,
+    }
+
+
+def save(trainer, ctx: RunContext, st: RunState) -> None:
+    """Checkpoint the run (all ranks gather their RNG and data position; rank 0 writes)."""
+    per_rank = ctx.dist.gather({"rng": trainer.rng_state(), "data_position": st.data_position})
+    if not ctx.dist.is_main:
+        return
+    optim_tensors, optim_meta = trainer.optimizer_tensors()
+    state = {
+        "backend": trainer.backend,
+        "tokens": st.tokens,
+        "elapsed_s": st.elapsed_s,
+        "world_size": ctx.dist.world_size,
+        "data_positions": [r["data_position"] for r in per_rank],
+        "rngs": [r["rng"] for r in per_rank],
+        "rng": per_rank[0]["rng"],
+        "total_steps": ctx.total_steps,
+        "last_eval": st.last_eval,
+        "optimizer": optim_meta,
+        "recipe": to_dict(ctx.recipe),
+        "model_config": ctx.model_config,
+        **ctx.extra_state,
+    }
+    model_tensors, model_meta = trainer.model_tensors()
+    save_checkpoint(ctx.run_dir, st.step, model_tensors, optim_tensors, state,
+                    keep_last=ctx.recipe.run.keep_last, model_metadata=model_meta)
+
+
+def fit(trainer, data, ctx: RunContext, st: RunState) -> RunState:
+    """Train from ``st`` to ``ctx.total_steps``; returns the final state."""
+    r = ctx.recipe
+    accum = r.optim.grad_accum
+    tokens_per_step = r.data.batch_size * r.data.seq_len * accum * ctx.dist.world_size
+    batches = data.train_batches(start=st.data_position)
+    session_start, session_step0 = time.perf_counter(), st.step
+    window_t, window_steps = time.perf_counter(), 0
+    while st.step < ctx.total_steps:
+        t0 = time.perf_counter()
+        micro = [next(batches) for _ in range(accum)]
+        m = trainer.train_step([(t, f) for t, f, _ in micro], lr_scale(st.step, r.schedule))
+        st.step += 1
+        st.tokens += tokens_per_step
+        st.data_position = micro[-1][2]
+        st.elapsed_s += time.perf_counter() - t0
+        window_steps += 1
+        last = st.step == ctx.total_steps
+
+        if st.step % r.run.log_every == 0 or last:
+            vals = {k: float(v) for k, v in m.items()}  # the only host sync of the step
+            if not math.isfinite(vals["loss"]):
+                raise TrainingError(
+                    f"loss is {vals['loss']} at step {st.step}; lower the learning rate "
+                    "(--set optim.lr=...) or resume from the last checkpoint"
+                )
+            now = time.perf_counter()
+            tok_s = window_steps * tokens_per_step / max(now - window_t, 1e-9)
+            window_t, window_steps = now, 0
+            per_step = (now - session_start) / max(1, st.step - session_step0)
+            eta = per_step * (ctx.total_steps - st.step)
+            util = mfu(ctx.flops_per_token, tok_s, ctx.peak_flops)
+            rec = {"step": st.step, "tokens": st.tokens, "tok_s": tok_s, **vals}
+            if util is not None:
+                rec["mfu"] = util
+            peak = trainer.peak_memory_bytes()
+            if peak is not None:
+                rec["peak_mem_gb"] = peak / 2**30
+            ctx.metrics.write(rec)
+            ctx.progress.step(st.step, vals["loss"], vals["lr"], tok_s, eta, util)
+
+        if (st.step % r.run.eval_every == 0 or last) and ctx.dist.is_main:
+            st.last_eval = evaluate(trainer, data)
+            ctx.metrics.write({"step": st.step, "tokens": st.tokens, **st.last_eval})
+            ev = st.last_eval
+            ctx.progress.message(
+                f"eval step {st.step}: val loss {ev['val_loss']:.4f} | "
+                f"{ev['val_bpb']:.3f} bits/byte | ppl {ev['val_ppl']:.2f}"
+            )
+
+        if st.step % r.run.checkpoint_every == 0 or last:
+            save(trainer, ctx, st)
+    return st

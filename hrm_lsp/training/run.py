@@ -1,0 +1,296 @@
+"""``hrm-lsp train``: from a recipe and data to a run directory, in named steps.
+
+1. recipe (shipped name or TOML, ``--set`` overrides; on ``--resume`` the run's own recipe);
+2. data: prepared directory, or sources prepared into ``RUN_DIR/data``; tokenizer kind checked;
+3. model config from the preset and the tokenizer; memory estimate checked against the budget
+   (refused before anything is written);
+4. run directory: ``config.json``, tokenizer copy; refuse to overwrite a run without --resume;
+5. backend (torch or MLX) and its state (fresh, resumed, or initialised from other weights);
+6. the loop (``loop.fit``), then the run card.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hrm_lsp.config import ConfigError, apply_overrides, to_dict
+from hrm_lsp.log import get_logger
+from hrm_lsp.training import budget
+from hrm_lsp.training.checkpoint import Checkpoint, latest_checkpoint, list_checkpoints, read_state
+from hrm_lsp.training.data import TrainData, is_prepared, open_dataset, resolve_data
+from hrm_lsp.training.distributed import Dist, from_env
+from hrm_lsp.training.loop import RunContext, RunState, evaluate, fit
+from hrm_lsp.training.metrics import MetricsLog, Progress, peak_flops
+from hrm_lsp.training.recipe import Recipe, load_recipe, recipe_from_dict
+from hrm_lsp.training.runcard import hardware_summary, write_run_card
+
+log = get_logger(__name__)
+
+CONFIG_FILE = "config.json"
+
+
+class RunError(ValueError):
+    """The run cannot start as asked (run directory state, options); says what to do."""
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """What ``hrm-lsp train`` was asked to do."""
+
+    recipe: str = "tiny"
+    data: tuple[Path, ...] = ()
+    out: Path = Path("runs/tiny")
+    backend: str | None = None  # None: the recipe's
+    device: str | None = None  # None: the recipe's
+    steps: int | None = None  # total optimiser steps of the run (None: the recipe's)
+    overrides: tuple[str, ...] = ()
+    resume: bool = False
+    init: Path | None = None  # checkpoint whose weights start this run (fine-tuning)
+    quiet: bool = False
+    command: str = field(default_factory=lambda: shlex.join(["hrm-lsp", *sys.argv[1:]]))
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    step: int
+    tokens: int
+    elapsed_s: float
+    final_eval: dict[str, float]
+    checkpoint: Path | None
+    num_params: int
+
+
+# --- step 1: recipe -------------------------------------------------------------------------
+
+
+def recipe_for(opts: TrainOptions) -> Recipe:
+    """The recipe with overrides, --backend/--device/--steps applied (a resume: the run's)."""
+    if opts.resume and (opts.out / CONFIG_FILE).is_file():
+        saved = json.loads((opts.out / CONFIG_FILE).read_text(encoding="utf-8"))["recipe"]
+        data = apply_overrides(saved, list(opts.overrides))
+    else:
+        from hrm_lsp.training.recipe import _recipe_mapping
+
+        data = apply_overrides(_recipe_mapping(opts.recipe), list(opts.overrides))
+    if opts.backend:
+        data.setdefault("run", {})["backend"] = opts.backend
+    if opts.device:
+        data.setdefault("run", {})["device"] = opts.device
+    if opts.steps is not None:
+        data.setdefault("schedule", {})["steps"] = opts.steps
+    return recipe_from_dict(data)
+
+
+# --- step 3: model config ---------------------------------------------------------------------
+
+
+def model_config_for(recipe: Recipe, vocab_size: int):
+    """ModelConfig from the recipe's preset, the tokenizer's vocabulary and the run switches."""
+    from hrm_lsp.model import preset
+
+    over: dict[str, Any] = dict(recipe.model.overrides)
+    over["arch"] = recipe.model.arch
+    if recipe.run.qat:
+        over["qat_bits"] = recipe.run.qat_bits
+        over["qat_group"] = recipe.run.qat_group
+    if recipe.run.grad_checkpointing:
+        over["grad_checkpointing"] = True
+    cfg = preset(recipe.model.preset, vocab_size=vocab_size, **over)
+    if recipe.data.seq_len > cfg.max_seq_len:
+        raise ConfigError(
+            f"data.seq_len {recipe.data.seq_len} exceeds the model's context {cfg.max_seq_len}; "
+            f"lower it or --set model.overrides.max_seq_len={recipe.data.seq_len}"
+        )
+    if cfg.byte_features and recipe.data.tokenizer != "byte":
+        raise ConfigError(f"model preset {recipe.model.preset!r} needs the byte tokenizer's features")
+    return cfg
+
+
+def recipe_vocab_size(recipe: Recipe) -> int:
+    """Vocabulary the recipe's tokenizer will have (for --dry-run, without data)."""
+    if recipe.data.tokenizer == "byte":
+        from hrm_lsp.tokenizer.byte import ByteTokenizer
+
+        return ByteTokenizer().vocab_size
+    if recipe.data.vocab_size:
+        return recipe.data.vocab_size
+    from hrm_lsp.model import preset
+
+    return preset(recipe.model.preset).vocab_size
+
+
+# --- step 4: run directory --------------------------------------------------------------------
+
+
+def _sha256_file(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else ""
+
+
+def prepare_run_dir(opts: TrainOptions, recipe: Recipe, cfg_dict: dict, ds, data_dir: Path,
+                    dist: Dist) -> Checkpoint | None:
+    """Create or check the run directory; return the checkpoint to resume from, if any."""
+    out = opts.out
+    existing = list_checkpoints(out)
+    if opts.resume:
+        ck = latest_checkpoint(out)
+        if ck is None:
+            raise RunError(f"--resume: {out} has no complete checkpoint to resume from")
+        saved = json.loads((out / CONFIG_FILE).read_text(encoding="utf-8"))
+        if saved.get("model_config") != cfg_dict:
+            raise RunError(f"--resume: the model config of {out} differs from this one; "
+                           "resume with the run's own recipe (drop --recipe/--set changes to [model])")
+        if saved.get("tokenizer_sha256") != ds.tokenizer.sha256:
+            raise RunError(f"--resume: {data_dir} has a different tokenizer from the one {out} "
+                           "was trained with")
+        return ck
+    if existing:
+        raise RunError(f"{out} already holds checkpoints (last: step {existing[-1].step}); "
+                       "pass --resume to continue it or choose another --out")
+    if dist.is_main:
+        from hrm_lsp.tokenizer import tokenizer_filename
+
+        out.mkdir(parents=True, exist_ok=True)
+        (out / tokenizer_filename(ds.tokenizer.kind)).write_bytes(ds.tokenizer.to_bytes())
+        config = {
+            "recipe": to_dict(recipe),
+            "model_config": cfg_dict,
+            "tokenizer": ds.tokenizer.kind,
+            "tokenizer_sha256": ds.tokenizer.sha256,
+            "data": str(Path(data_dir).resolve()),
+            "manifest_sha256": _sha256_file(Path(data_dir) / "manifest.json"),
+            "init": str(opts.init) if opts.init else None,
+            "command": opts.command,
+        }
+        tmp = out / (CONFIG_FILE + ".tmp")
+        tmp.write_text(json.dumps(config, indent=1), encoding="utf-8")
+        tmp.replace(out / CONFIG_FILE)
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+    return None
+
+
+# --- step 5: backend ---------------------------------------------------------------------------
+
+
+def make_trainer(recipe: Recipe, cfg, dist: Dist):
+    """(trainer, device description) for the recipe's backend and device."""
+    if recipe.run.backend == "mlx":
+        from hrm_lsp.training.mlx_backend import MLXTrainer
+
+        if dist.active:
+            raise RunError("the MLX backend runs on one process; use torchrun only with --backend torch")
+        trainer = MLXTrainer.create(recipe, cfg)
+        return trainer, trainer.device_description
+    import torch
+
+    from hrm_lsp.device import resolve_device
+    from hrm_lsp.model import build_model
+    from hrm_lsp.training.torch_backend import TorchTrainer, seed_everything
+
+    info = resolve_device(recipe.run.device)
+    device = info.torch_device
+    if dist.active and device.startswith("cuda"):
+        device = f"cuda:{dist.local_rank}"
+    # Same initial weights on every rank (DDP also broadcasts them); dropout differs per rank.
+    seed_everything(recipe.run.seed)
+    model = build_model(cfg)
+    torch.manual_seed(recipe.run.seed + dist.rank)
+    trainer = TorchTrainer.create(recipe, model, device, ddp=dist.active)
+    return trainer, info.description
+
+
+def restore(trainer, ck: Checkpoint, dist: Dist, metrics: MetricsLog) -> RunState:
+    """Load a checkpoint into the trainer; return the counters to continue from."""
+    state = read_state(ck)
+    if state.get("backend") != trainer.backend:
+        raise RunError(f"{ck.path} was written by the {state.get('backend')} backend; "
+                       f"resume it with --backend {state.get('backend')}")
+    world = int(state.get("world_size", 1))
+    if world != dist.world_size:
+        raise RunError(f"{ck.path} was trained with {world} process(es); resume with the same "
+                       f"number (this job has {dist.world_size}) so every data shard continues exactly")
+    trainer.load(ck, {**state, "rng": state.get("rngs", [state.get("rng", {})])[dist.rank]})
+    metrics.truncate_after(ck.step)
+    return RunState(step=ck.step, tokens=int(state.get("tokens", 0)),
+                    data_position=int(state["data_positions"][dist.rank]),
+                    elapsed_s=float(state.get("elapsed_s", 0.0)),
+                    last_eval=dict(state.get("last_eval", {})))
+
+
+# --- the whole run -----------------------------------------------------------------------------
+
+
+def train(opts: TrainOptions, dist: Dist | None = None) -> TrainResult:
+    """Run ``hrm-lsp train`` as the options say; raise the family's errors for bad inputs."""
+    dist = dist or from_env()
+    recipe = recipe_for(opts)
+    progress = Progress(recipe.schedule.steps, enabled=dist.is_main and not opts.quiet)
+    opts = TrainOptions(**{**opts.__dict__, "out": Path(opts.out)})
+
+    # 2. data (rank 0 prepares sources; the others wait and then open the same directory)
+    data_dir = Path(opts.data[0]) if len(opts.data) == 1 and is_prepared(Path(opts.data[0])) else opts.out / "data"
+    if dist.is_main:
+        data_dir = resolve_data(list(opts.data), recipe, opts.out / "data")
+    dist.barrier()
+    ds = open_dataset(data_dir, recipe)
+
+    # 3. model config and budget
+    cfg = model_config_for(recipe, ds.tokenizer.vocab_size)
+    report = budget.check(recipe, cfg)
+    progress.message(report.summary())
+
+    # 4. run directory
+    ck = prepare_run_dir(opts, recipe, cfg.to_dict(), ds, data_dir, dist)
+    dist.barrier()
+
+    # 5. backend and state
+    trainer, device_desc = make_trainer(recipe, cfg, dist)
+    metrics = MetricsLog(opts.out / "metrics.jsonl", enabled=dist.is_main)
+    st = RunState()
+    if ck is not None:
+        st = restore(trainer, ck, dist, metrics)
+        progress.message(f"resuming {opts.out} from step {st.step}")
+    elif opts.init is not None:
+        from hrm_lsp.training.checkpoint import resolve_checkpoint
+
+        trainer.load(resolve_checkpoint(opts.init), {}, weights_only=True)
+    data = TrainData(ds, recipe, cfg.byte_features, dist.rank, dist.world_size)
+
+    # 6. the loop
+    peak = peak_flops(device_desc, bf16=recipe.run.bf16) if "cpu" not in device_desc.lower() else None
+    ctx = RunContext(
+        run_dir=opts.out, recipe=recipe, model_config=cfg.to_dict(), total_steps=recipe.schedule.steps,
+        dist=dist, metrics=metrics, progress=progress, flops_per_token=report.flops_per_token,
+        peak_flops=peak,
+    )
+    progress.message(f"training {report.num_params:,} parameters on {device_desc} "
+                     f"({dist.world_size} process{'es' if dist.world_size > 1 else ''}) -> {opts.out}")
+    if st.step >= ctx.total_steps:
+        progress.message(f"{opts.out} is already at step {st.step} of {ctx.total_steps}; nothing to do "
+                         "(pass a larger --steps to train further)")
+    else:
+        st = fit(trainer, data, ctx, st)
+    if dist.is_main:
+        if not st.last_eval:
+            st.last_eval = evaluate(trainer, data)
+        config = json.loads((opts.out / CONFIG_FILE).read_text(encoding="utf-8"))
+        write_run_card(
+            opts.out, recipe, model_config=cfg.to_dict(), num_params=report.num_params,
+            data_path=str(data_dir), manifest_sha256=config.get("manifest_sha256", ""),
+            tokenizer=f"{ds.tokenizer.kind}, {ds.tokenizer.vocab_size} ids, sha256 {ds.tokenizer.sha256[:16]}",
+            steps=st.step, tokens=st.tokens, elapsed_s=st.elapsed_s,
+            hardware=hardware_summary(trainer.backend, device_desc), world_size=dist.world_size,
+            final_eval=st.last_eval, command=opts.command,
+            init_from=config.get("init"),
+        )
+    dist.barrier()
+    last = latest_checkpoint(opts.out)
+    return TrainResult(opts.out, st.step, st.tokens, st.elapsed_s, st.last_eval,
+                       last.path if last else None, report.num_params)
+

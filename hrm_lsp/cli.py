@@ -86,5 +86,77 @@ def serve(model: str | None, log_file: str | None, log_level: str, tcp_port: int
     run_server(model_path=model, tcp_port=tcp_port)
 
 
+# -- inference + export --------------------------------------------------------------------
+@main.command()
+@click.argument("location", metavar="FILE:LINE:COL")
+@click.option("--model", type=click.Path(), default=None,
+              help="Model (.gguf, run directory or checkpoint); default: the shipped model.")
+@click.option("--multiline", is_flag=True, help="Complete to the end of the enclosing block.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print {plan, text, validation: {ok, stage, diagnostics}, iterations, elapsed_ms}.")
+@click.option("--max-tokens", type=click.IntRange(1, 4096), default=None,
+              help="Code token budget [default: 64, 256 with --multiline].")
+@click.option("--time-budget-ms", type=click.FloatRange(min=1.0), default=30000.0, show_default=True)
+@click.option("--no-refine", is_flag=True, help="One candidate, no refinement loop.")
+@click.option("--stages", default="syntax,gofmt,vet", show_default=True,
+              help="Validator stages, comma-separated (add 'test' to run the package's tests).")
+@click.option("--temperature", type=click.FloatRange(min=0.0), default=0.0, show_default=True)
+@click.option("--top-p", type=click.FloatRange(0.0, 1.0, min_open=True), default=1.0, show_default=True)
+@click.option("--device", default="auto", show_default=True,
+              type=click.Choice(["auto", "cuda", "rocm", "mps", "cpu"]))
+def complete(location: str, model: str | None, multiline: bool, as_json: bool,
+             max_tokens: int | None, time_budget_ms: float, no_refine: bool, stages: str,
+             temperature: float, top_p: float, device: str) -> None:
+    """Complete Go code at FILE:LINE:COL (1-based): plan, completion, validation, timings."""
+    import json
+
+    from hrm_lsp.export.errors import ModelFileError
+    from hrm_lsp.inference.command import format_text, run_complete
+    from hrm_lsp.inference.types import InferenceError
+
+    try:
+        comp = run_complete(location, model, multiline=multiline, max_tokens=max_tokens,
+                            time_budget_ms=time_budget_ms, refine=not no_refine,
+                            stages=tuple(s.strip() for s in stages.split(",") if s.strip()),
+                            device=device, temperature=temperature, top_p=top_p)
+    except (ModelFileError, InferenceError) as e:
+        raise click.ClickException(str(e)) from None
+    if as_json:
+        click.echo(json.dumps(comp.to_json(), indent=2))
+    else:
+        for line in format_text(comp):
+            click.echo(line)
+
+
+@main.command()
+@click.argument("source", type=click.Path(exists=True))
+@click.option("--out", "out", type=click.Path(), required=True, help="MODEL.gguf or MODEL.mlpackage")
+@click.option("--format", "fmt", type=click.Choice(["gguf", "coreml"]), default="gguf", show_default=True)
+@click.option("--float-type", type=click.Choice(["f16", "f32"]), default="f16", show_default=True,
+              help="Embeddings and output head (GGUF); block linears are always 4-bit.")
+@click.option("--seq-len", type=click.IntRange(1, 8192), default=256, show_default=True,
+              help="Core ML: the fixed sequence length of the converted forward.")
+def export(source: str, out: str, fmt: str, float_type: str, seq_len: int) -> None:
+    """Export a run directory (or checkpoint) to one GGUF file or a Core ML package."""
+    from hrm_lsp.export.errors import ModelFileError
+
+    try:
+        if fmt == "gguf":
+            from hrm_lsp.export.gguf import export_gguf
+
+            info = export_gguf(source, out, float_type=float_type)
+            click.echo(f"wrote {info.path} ({info.file_bytes / 1e6:.2f} MB, arch {info.arch}, "
+                       f"{info.n_params / 1e6:.2f}M parameters, {info.n_quantized} 4-bit tensors, "
+                       f"sha256 {info.checksum[:16]})")
+        else:
+            from hrm_lsp.export.coreml import export_coreml
+
+            info = export_coreml(source, out, seq_len=seq_len)
+            click.echo(f"wrote {info.path} ({info.package_bytes / 1e6:.2f} MB, seq_len {info.seq_len}, "
+                       f"4-bit weights: {info.compression})")
+    except ModelFileError as e:
+        raise click.ClickException(str(e)) from None
+
+
 if __name__ == "__main__":  # `python -m hrm_lsp.cli` (torchrun uses this form)
     sys.exit(main())

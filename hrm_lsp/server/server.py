@@ -384,37 +384,25 @@ class HrmLanguageServer(LanguageServer):
 
     async def _action_span(self, command: str, engine: Any, doc: Document, text: str,
                            offset: int, progress: _Progress) -> tuple[int, int, str] | None:
-        if command == COMMAND_REFINE:
-            edit = await self._run_cancellable(
-                doc.uri, engine.refine_function, text, offset, str(doc.path),
-                progress=progress.report_threadsafe)
-            if edit is None:
-                return None
-            return edit.start, edit.end, edit.new_text
-        site = actions.comment_site(text, offset)
-        if site is None:
-            return None
-        if site.has_function:
-            # An empty body under a doc comment: the refine loop writes it from the plan.
-            edit = await self._run_cancellable(
-                doc.uri, engine.refine_function, text, site.insert_offset, str(doc.path),
-                progress=progress.report_threadsafe)
-            return None if edit is None else (edit.start, edit.end, edit.new_text)
-        from hrm_lsp.inference import CompletionRequest
-
+        """Ask the engine for the action's edit; (start, end, new_text) or None."""
         s = self.settings
-        insert = site.insert_offset
-        prefix = text[:insert] + "\n"
-        req = CompletionRequest(
-            text=prefix + text[insert:], offset=len(prefix), path=str(doc.path), multiline=True,
-            max_tokens=s.max_tokens_multiline, temperature=s.temperature, top_p=s.top_p,
-            time_budget_ms=float(max(s.time_budget_ms, 5000)), refine=s.max_refinement_iterations > 0,
-            max_refinement_iterations=max(1, s.max_refinement_iterations),
-            refinement_threshold=s.refinement_threshold, stages=s.validators, plan=True)
-        comp = await self._run_cancellable(doc.uri, engine.complete, req, session_key=None)
-        if comp is None or not comp.text.strip():
-            return None
-        return insert, insert, "\n" + comp.text.rstrip("\n")
+        options = dict(max_tokens=s.max_tokens_multiline, temperature=s.temperature,
+                       time_budget_ms=float(max(s.time_budget_ms, 10_000)),
+                       max_refinement_iterations=max(1, s.max_refinement_iterations),
+                       refinement_threshold=s.refinement_threshold, stages=s.validators)
+        if command == COMMAND_REFINE:
+            fn, at = engine.refine_function, offset
+        else:
+            site = actions.comment_site(text, offset)
+            if site is None:
+                return None
+            # An empty body under the comment: the refine loop writes it from the comment's
+            # plan. No function yet: the engine writes the declaration after the comment.
+            fn = engine.refine_function if site.has_function else engine.generate_from_comment
+            at = site.insert_offset if site.has_function else offset
+        edit = await self._run_cancellable(doc.uri, fn, text, at, str(doc.path),
+                                           progress=progress.report_threadsafe, **options)
+        return None if edit is None else (edit.start, edit.end, edit.new_text)
 
     def _begin_progress(self, title: str) -> _Progress:
         return _Progress(self, title, bool(self._client_cap("window.work_done_progress")))
@@ -573,7 +561,7 @@ def create_server(model_path: str | None = None) -> HrmLanguageServer:
     @server.feature(types.TEXT_DOCUMENT_CODE_ACTION, types.CodeActionOptions(
         code_action_kinds=[types.CodeActionKind.RefactorRewrite], resolve_provider=True))
     def code_action(ls: HrmLanguageServer, params: types.CodeActionParams
-                    ) -> list[types.CodeAction] | None:
+                    ) -> list[types.CodeAction | types.Command] | None:
         """Offer "Refine this function" / "Generate from comment" where they apply."""
         doc = ls.go_document(params.text_document.uri)
         if doc is None:
@@ -589,10 +577,13 @@ def create_server(model_path: str | None = None) -> HrmLanguageServer:
         if only and not any(str(types.CodeActionKind.RefactorRewrite).startswith(str(k)) for k in only):
             return None
         resolve = "edit" in (ls._client_cap("text_document.code_action.resolve_support.properties") or [])
-        out = []
+        literals = ls._client_cap("text_document.code_action.code_action_literal_support") is not None
+        out: list[Any] = []
         for command, title in wanted:
             arg = {"uri": doc.uri, "line": p.line, "character": p.character, "version": doc.version}
-            if resolve:
+            if not literals:  # LSP 3.8-: clients that only understand bare commands
+                out.append(types.Command(title=title, command=command, arguments=[arg]))
+            elif resolve:
                 out.append(types.CodeAction(title=title, kind=types.CodeActionKind.RefactorRewrite,
                                             data={"command": command, **arg}))
             else:

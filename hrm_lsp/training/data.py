@@ -29,8 +29,10 @@ def is_prepared(path: Path) -> bool:
     return (Path(path) / "manifest.json").is_file()
 
 
-def resolve_data(paths: list[Path] | tuple[Path, ...], recipe: Recipe, out_dir: Path) -> Path:
-    """The prepared data directory for ``paths``: itself, or freshly prepared into out_dir."""
+def resolve_data(paths: list[Path] | tuple[Path, ...], recipe: Recipe, out_dir: Path,
+                 tokenizer_from: Path | None = None) -> Path:
+    """The prepared data directory for ``paths``: itself, or freshly prepared into out_dir
+    (with the tokenizer in ``tokenizer_from`` instead of a new one, when given)."""
     if not paths:
         raise DataError("no --data given: pass a prepared data directory or source directories")
     paths = [Path(p) for p in paths]
@@ -51,29 +53,45 @@ def resolve_data(paths: list[Path] | tuple[Path, ...], recipe: Recipe, out_dir: 
     if is_prepared(out_dir):
         log.info("reusing prepared data in %s", out_dir)
         return out_dir
-    return _prepare(paths, recipe, out_dir)
+    return _prepare(paths, recipe, out_dir, tokenizer_from)
 
 
-def _prepare(paths: list[Path], recipe: Recipe, out_dir: Path) -> Path:
-    try:
-        from hrm_lsp.data import prepare
-    except ImportError as e:  # the data package is part of hrm-lsp; this is a broken install
-        raise DataError(f"cannot prepare sources: hrm_lsp.data.prepare is unavailable ({e})") from None
-    kwargs: dict[str, Any] = {"tokenizer": recipe.data.tokenizer, "history": recipe.data.history}
+def _prepare(paths: list[Path], recipe: Recipe, out_dir: Path, tokenizer_from: Path | None = None) -> Path:
+    """Prepare sources with the data package (git repositories with their history)."""
+    import dataclasses
+
+    from hrm_lsp.config import ConfigError
+    from hrm_lsp.data import PrepareError, PrepareOptions, prepare
+
+    kwargs: dict[str, Any] = {
+        "sources": tuple(str(p) for p in paths),
+        "history": recipe.data.history,
+        "tokenizer": recipe.data.tokenizer,
+    }
     if recipe.data.tokenizer == "spm" and recipe.data.vocab_size:
-        kwargs["vocab_size"] = recipe.data.vocab_size
+        kwargs["vocab"] = recipe.data.vocab_size
+    fields = {f.name for f in dataclasses.fields(PrepareOptions)}
+    if tokenizer_from is not None:
+        if "tokenizer_from" not in fields:
+            raise DataError("this version of the data package cannot prepare data with an existing "
+                            "tokenizer (PrepareOptions.tokenizer_from); prepare the data with the "
+                            "model's tokenizer and pass the prepared directory")
+        kwargs["tokenizer_from"] = str(tokenizer_from)
     log.info("preparing %s into %s", ", ".join(map(str, paths)), out_dir)
-    prepare(list(paths), out_dir, **kwargs)
+    try:
+        prepare(PrepareOptions(**kwargs), out_dir)
+    except (PrepareError, ConfigError) as e:
+        raise DataError(f"preparing {', '.join(map(str, paths))}: {e}") from None
     return out_dir
 
 
 def open_dataset(path: Path, recipe: Recipe):
     """Open prepared data and check its tokenizer kind is the recipe's."""
-    from hrm_lsp.data import Dataset
+    from hrm_lsp.data import Dataset, DatasetError
 
     try:
         ds = Dataset(Path(path))
-    except (OSError, ValueError) as e:
+    except (DatasetError, OSError, ValueError) as e:
         raise DataError(f"--data {path}: {e}") from None
     kind = ds.tokenizer.kind
     if kind != recipe.data.tokenizer:
@@ -88,13 +106,15 @@ def open_dataset(path: Path, recipe: Recipe):
 class TrainData:
     """Batches as loss targets (+ byte features) for one rank."""
 
-    def __init__(self, ds, recipe: Recipe, byte_features: bool, rank: int = 0, world_size: int = 1):
+    def __init__(self, ds, recipe: Recipe, byte_features: bool, rank: int = 0, world_size: int = 1,
+                 eval_split: str = "val"):
         self.ds = ds
         self.tok = ds.tokenizer
         self.recipe = recipe
         self.byte_features = byte_features
         self.rank, self.world_size = rank, world_size
         self.sym = SymbolIds.from_tokenizer(self.tok)
+        self.eval_split = eval_split
         self._val: list[tuple[Targets, dict | None, int]] | None = None
 
     def _features(self, t: Targets) -> dict[str, np.ndarray] | None:
@@ -106,25 +126,25 @@ class TrainData:
         it = self.ds.batches(split="train", batch_size=d.batch_size, seq_len=d.seq_len,
                              seed=self.recipe.run.seed, fim_rate=d.fim_rate, rank=self.rank,
                              world_size=self.world_size, start=start)
-        for b in it:
+        for b in _guard(it):  # endless: the data package cycles epochs in the train stream
             t = make_targets(b.ids, self.sym)
             yield t, self._features(t), int(b.position)
-        raise DataError("the training split yielded no batches; prepare more data or lower data.seq_len")
 
     def val_batches(self) -> list[tuple[Targets, dict | None, int]]:
         """A fixed set of validation batches (no FIM), with the UTF-8 size of their targets."""
         if self._val is None:
             d = self.recipe.data
-            it = self.ds.batches(split="val", batch_size=d.batch_size, seq_len=d.seq_len, seed=0,
-                                 fim_rate=0.0, rank=0, world_size=1, start=0)
+            # One pass over the split (the data package's default for val), no FIM.
+            it = self.ds.batches(split=self.eval_split, batch_size=d.batch_size, seq_len=d.seq_len,
+                                 seed=0, fim_rate=0.0, rank=0, world_size=1, start=0)
             out = []
-            for b in it:
+            for b in _guard(it):
                 t = make_targets(b.ids, self.sym)
                 out.append((t, self._features(t), self.target_bytes(t)))
                 if len(out) >= self.recipe.run.eval_batches:
                     break
             if not out:
-                raise DataError("the validation split is empty; prepare more data")
+                raise DataError(f"the {self.eval_split} split is empty; prepare more data")
             self._val = out
         return self._val
 
@@ -134,3 +154,13 @@ class TrainData:
         for row, real in zip(t.targets, t.plan_mask | t.code_mask):
             n += len(self.tok.decode(row[real].tolist()).encode("utf-8"))
         return n
+
+
+def _guard(it):
+    """Re-raise the data package's errors (empty split, bad options) as DataError."""
+    from hrm_lsp.data import DatasetError
+
+    try:
+        yield from it
+    except DatasetError as e:
+        raise DataError(str(e)) from None

@@ -175,6 +175,13 @@ def prepare_run_dir(opts: TrainOptions, recipe: Recipe, cfg_dict: dict, ds, data
     return None
 
 
+def dry_run(opts: TrainOptions):
+    """The budget report for ``opts``' recipe without data (vocabulary from the recipe)."""
+    recipe = recipe_for(opts)
+    cfg = model_config_for(recipe, recipe_vocab_size(recipe))
+    return budget.estimate(recipe, cfg)
+
+
 # --- step 5: backend ---------------------------------------------------------------------------
 
 

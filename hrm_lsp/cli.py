@@ -177,6 +177,8 @@ def export(source: str, out: str, fmt: str, float_type: str, seq_len: int) -> No
 @click.option("--split-by", type=click.Choice(["auto", "repo", "package"]), default="auto",
               show_default=True, help="Unit that goes to one split as a whole.")
 @click.option("--include-testdata", is_flag=True, help="Also read testdata/ directories.")
+@click.option("--tokenizer-from", type=click.Path(exists=True), default=None,
+              help="Encode with this existing tokenizer (file or data/run dir) instead of fitting one.")
 @click.option("--workers", type=click.IntRange(min=0), default=0,
               help="Worker processes [default: all CPUs].")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -185,7 +187,7 @@ def export(source: str, out: str, fmt: str, float_type: str, seq_len: int) -> No
 def prepare(sources: tuple[str, ...], out: str, tokenizer: str, vocab: int, stdlib: bool,
             history: bool, no_snapshot: bool, pr_jsonl: tuple[str, ...], max_commits: int | None,
             since: str | None, refine_examples: int, split_by: str, include_testdata: bool,
-            workers: int, overrides: tuple[str, ...], force: bool) -> None:
+            tokenizer_from: str | None, workers: int, overrides: tuple[str, ...], force: bool) -> None:
     """Turn Go code (SOURCE dirs, --stdlib, git history, PR exports) into training shards."""
     from rich.console import Console
 
@@ -195,7 +197,7 @@ def prepare(sources: tuple[str, ...], out: str, tokenizer: str, vocab: int, stdl
     raw = {"sources": list(sources), "stdlib": stdlib, "history": history, "snapshot": not no_snapshot,
            "pr_jsonl": list(pr_jsonl), "tokenizer": tokenizer, "vocab": vocab,
            "max_commits": max_commits, "since": since, "refine_examples": refine_examples,
-           "split_by": split_by, "include_testdata": include_testdata}
+           "split_by": split_by, "include_testdata": include_testdata, "tokenizer_from": tokenizer_from}
     try:
         opts = load_dataclass(PrepareOptions, {k: v for k, v in apply_overrides(raw, overrides).items()
                                                if v is not None})

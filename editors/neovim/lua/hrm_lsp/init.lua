@@ -207,7 +207,7 @@ function M.refine(done)
     return done(false, "hrm_lsp: no hrm-lsp client is attached to this buffer (:HrmStatus)")
   end
   local params = vim.lsp.util.make_range_params(0, client.offset_encoding or "utf-16")
-  params.context = { diagnostics = {}, only = { "refactor.rewrite" }, triggerKind = 1 }
+  params.context = { diagnostics = {}, triggerKind = 1 }
   request(client, "textDocument/codeAction", params, function(err, actions)
     if err then
       return done(false, "hrm_lsp: code action request failed: " .. tostring(err.message or err))

@@ -128,7 +128,7 @@ def classify_unavailable(output: str, ctx: PackageContext, toolchain: GoToolchai
             pkg = (m.groupdict().get("pkg") or "").rstrip(";:,")
             # A missing package *inside the user's own module* is a code error, not offline.
             if pkg and ctx.module_path and (pkg == ctx.module_path or pkg.startswith(ctx.module_path + "/")):
-                continue
+                break
             what = f"{pkg} is" if pkg else "a required module is"
             return (f"{what} not available offline (Go runs with GOPROXY=off): {line.strip()}; "
                     "fetch it once with network access (`go mod download` in the module) "

@@ -107,6 +107,12 @@ def fit(trainer, data, ctx: RunContext, st: RunState) -> RunState:
     r = ctx.recipe
     accum = r.optim.grad_accum
     tokens_per_step = r.data.batch_size * r.data.seq_len * accum * ctx.dist.world_size
+    if st.step == 0 and ctx.dist.is_main:
+        # The untrained model's score: the baseline every later evaluation is read against.
+        first = evaluate(trainer, data)
+        ctx.metrics.write({"step": 0, "tokens": 0, **first})
+        ctx.progress.message(f"eval step 0: val loss {first['val_loss']:.4f} | "
+                             f"{first['val_bpb']:.3f} bits/byte")
     batches = data.train_batches(start=st.data_position)
     session_start, session_step0 = time.perf_counter(), st.step
     window_t, window_steps = time.perf_counter(), 0

@@ -94,7 +94,11 @@ def _load_source(source: str | Path, tokenizer=None):
     weights, tok_dir = resolve_weights(source)
     try:
         tensors, meta = read_safetensors(weights)
-        model = build_model(config_from_metadata(meta, str(weights)))
+        if CONFIG_KEY_SAFETENSORS in meta:
+            cfg = config_from_metadata(meta, str(weights))
+        else:
+            cfg = _run_config(tok_dir, weights)
+        model = build_model(cfg)
         load_weights(model, tensors)
     except WeightsError as e:
         raise ModelFileError(str(e)) from None
@@ -108,6 +112,24 @@ def _load_source(source: str | Path, tokenizer=None):
         raise ModelFileError(f"{source}: tokenizer has {tokenizer.vocab_size} ids but the model "
                              f"was built for {model.cfg.vocab_size}")
     return model.eval(), tokenizer, weights
+
+
+CONFIG_KEY_SAFETENSORS = "hrm_lsp.model"  # hrm_lsp.model.weights.CONFIG_KEY
+
+
+def _run_config(run_dir: Path | None, weights: Path):
+    """The model config from a run directory's ``config.json`` (key ``model_config``)."""
+    from hrm_lsp.config import ConfigError
+    from hrm_lsp.model.config import ModelConfig
+
+    path = (run_dir or weights.parent) / "config.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return ModelConfig.from_dict(data["model_config"])
+    except FileNotFoundError:
+        raise ModelFileError(f"{weights}: no model config in its metadata and no {path}") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ConfigError) as e:
+        raise ModelFileError(f"{path}: no usable model_config ({e})") from None
 
 
 # ---------------------------------------------------------------------------------------

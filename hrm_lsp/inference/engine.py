@@ -19,6 +19,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -41,10 +42,28 @@ log = get_logger(__name__)
 _NEVER_CANCELLED = CancelToken()
 
 
+@contextmanager
+def _torch_threads(n: int | None):
+    if not n:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 class Engine:
     """Completions from one model. Build with ``Engine.load(path)``."""
 
-    def __init__(self, model, tokenizer, metadata: Any = None, *, max_sessions: int = 4):
+    def __init__(self, model, tokenizer, metadata: Any = None, *, max_sessions: int = 4,
+                 threads: int | None = None):
+        # threads: torch intra-op threads while generating (None: leave torch's setting).
+        # Batch-1 decoding of a small model gains little from more threads, and on a busy
+        # machine they wait on each other (docs/benchmarks.md, "Inference").
+        self.threads = threads
         self.model = model.eval()
         self.tok = tokenizer
         self.metadata = metadata
@@ -94,7 +113,7 @@ class Engine:
         """Complete at ``req.offset``; see the module docstring for the steps."""
         req.validate()
         cancel = cancel or _NEVER_CANCELLED
-        with self._lock:
+        with self._lock, _torch_threads(self.threads):
             return self._complete(req, cancel, session_key)
 
     def _complete(self, req: CompletionRequest, cancel: Any, session_key: str | None) -> Completion:
@@ -372,7 +391,7 @@ class Engine:
         """Like ``complete`` but with a given plan instead of one the model writes."""
         req.validate()
         cancel = cancel or _NEVER_CANCELLED
-        with self._lock:
+        with self._lock, _torch_threads(self.threads):
             self._forced_plan = plan
             try:
                 comp = self._complete(replace(req, plan=False), cancel, session_key)

@@ -28,7 +28,6 @@ from typing import Any
 
 STAGE_ORDER = {"syntax": 0, "gofmt": 1, "vet": 2, "test": 3}
 FAILING = ("error", "warning")
-MAX_DIAGNOSTICS = 8
 
 
 @dataclass
@@ -61,11 +60,12 @@ def splice(text: str, offset: int, middle: str) -> str:
     return text[:offset] + middle + text[offset:]
 
 
-def format_diagnostics(diagnostics, limit: int = MAX_DIAGNOSTICS) -> str:
-    """The text inside ``<DIAG> … </DIAG>``: one ``line:col: message`` per failing finding
-    (the layout of the data pipeline's refinement documents)."""
-    lines = [f"{d.line}:{d.column}: {d.message}" for d in diagnostics if d.severity in FAILING]
-    return "\n".join(lines[:limit])
+def format_diagnostics(diagnostics) -> str:
+    """The text inside ``<DIAG> … </DIAG>``: ``line:col: message`` per failing finding, in
+    the data pipeline's layout for refinement documents (one place: hrm_lsp.data.refine)."""
+    from hrm_lsp.data.refine import format_diagnostics as layout
+
+    return layout([d for d in diagnostics if d.severity in FAILING])
 
 
 def formatted_middle(text: str, offset: int, middle: str, validation) -> str | None:

@@ -197,7 +197,8 @@ def diff_declarations(before: str, after: str, after_decls: list[Decl] | None = 
     a = {_key(d): d for d in after_decls}
     added = [d for k, d in a.items() if k not in b]
     removed = [d for k, d in b.items() if k not in a]
-    modified = tuple((b[k], d) for k, d in a.items() if k in b and b[k].text != d.text)
+    modified = tuple((b[k], d) for k, d in a.items()
+                     if k in b and (b[k].text != d.text or b[k].doc != d.doc))
     renamed: list[tuple[Decl, Decl]] = []
     by_body = {}
     for d in removed:

@@ -51,8 +51,7 @@ from hrm_lsp.data.sources import (
     stdlib_root,
 )
 from hrm_lsp.log import get_logger
-from hrm_lsp.tokenizer import Tokenizer, TokenizerError, load_tokenizer, tokenizer_filename
-from hrm_lsp.tokenizer import symbols
+from hrm_lsp.tokenizer import Tokenizer, TokenizerError, load_tokenizer, symbols, tokenizer_filename
 
 log = get_logger(__name__)
 
@@ -393,7 +392,7 @@ class Preparer:
                 tasks = ((str(p), repo, p.relative_to(base).as_posix(), src.unit_by,
                           o.chunk_bytes, o.max_file_bytes) for p in files)
                 bar = _progress(len(files), f"{src.kind} {repo}", "file", self.progress)
-                for (docs, why, nbytes), p in zip(pool.map(_snapshot_task, tasks), files):
+                for (docs, why, nbytes), p in zip(pool.map(_snapshot_task, tasks), files, strict=True):
                     bar.update(1)
                     if why:
                         st.skips.add(why, str(p))
@@ -653,8 +652,7 @@ class Preparer:
             for k, v in split_stats["splits"][s].items():
                 if k.startswith(("intent:", "target:", "kind:")):
                     counts[k] += v
-        for s, n in refine_stats["made"].items():
-            counts["kind:refine"] += n
+        counts["kind:refine"] += sum(refine_stats["made"].values())
         manifest = {
             "format": FORMAT,
             "version": VERSION,

@@ -189,8 +189,11 @@ def plan_for_change(message: str, change: DeclChange, changed_lines: int) -> Pla
     return Plan(intent, target_of(touched), tuple(steps))
 
 
+_DOC_LINK = re.compile(r"\[(\*?[\w.]+)\]")  # Go doc links: "[io.Reader]" reads as "io.Reader"
+
+
 def _first_sentence(doc: str) -> str:
-    text = " ".join(doc.split())
+    text = _DOC_LINK.sub(r"\1", " ".join(doc.split()))
     m = _SENTENCE_END.search(text)
     return _clean_step(text[: m.start()] if m else text)
 

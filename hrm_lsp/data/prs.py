@@ -139,15 +139,15 @@ def iter_pr_jsonl(path: Path, skips: Skips, max_bytes: int = 1_000_000
                 if after is None:
                     skips.add("file deleted", fwhere)
                     continue
+                why = ""
                 for label, text in (("", after), (" (before)", before or "")):
-                    if text:
-                        _, why = check_go_bytes(text.encode("utf-8", "surrogatepass"), max_bytes)
-                        if why:
-                            break
-                else:
-                    why = ""
+                    _, bad = check_go_bytes(text.encode("utf-8", "surrogatepass"), max_bytes) \
+                        if text else (None, "")
+                    if bad:
+                        why = bad + label
+                        break
                 if why:
-                    skips.add(why + label, fwhere)
+                    skips.add(why, fwhere)
                     continue
                 rec = ChangeRecord(repo, f"pr#{number}", fpath, before or "", after, message, "pr",
                                    fragment)

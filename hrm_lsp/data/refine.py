@@ -169,7 +169,7 @@ def make_refinements(items: list[tuple[Document, int]], judge: Judge) -> list[tu
         plans.append((first, list(range(first + 1, first + 1 + len(variants)))))
     verdicts = judge.errors_many(texts) if texts else []
     out: list[tuple[Document | None, str]] = []
-    for (doc, _seed), plan in zip(items, plans):
+    for (doc, _seed), plan in zip(items, plans, strict=True):
         if plan is None:
             out.append((None, "refine: code too long"))
             continue

@@ -105,3 +105,10 @@ def test_clients_use_the_servers_command_ids():
     init = (NEOVIM / "lua" / "hrm_lsp" / "init.lua").read_text(encoding="utf-8")
     assert f'"{lsp_server.TITLE_REFINE}"' in init
     assert f'"{lsp_server.COMMAND_STATUS}"' in init
+
+
+def test_null_means_default_for_every_key():
+    # Both clients answer workspace/configuration with null for keys the user did not set.
+    settings, warnings = parse_settings({camel(f.name): None for f in dataclasses.fields(Settings)},
+                                        Settings(max_tokens=7))
+    assert (settings, warnings) == (Settings(), [])

@@ -3,7 +3,7 @@
 -- as JSON to $HRM_TEST_OUT. Python makes the assertions; this file only acts and records.
 --
 -- Environment: HRM_TEST_OUT (result file), HRM_TEST_FILE (Go file to open),
--- HRM_TEST_SETUP (JSON: options for setup{}), HRM_TEST_STEPS (comma list of steps),
+-- HRM_TEST_SETUP (JSON: options for setup{}; HRM_TEST_SETUP2 for `resetup`), HRM_TEST_STEPS (comma list of steps),
 -- HRM_TEST_COMPLETE_AT / HRM_TEST_REFINE_AT ("line,col", 1-based line, 0-based byte col),
 -- HRM_TEST_TIMEOUT_MS (per wait).
 local out = { steps = {}, messages = {}, errors = {} }
@@ -104,6 +104,34 @@ end
 function steps.status()
   local result, err = request("workspace/executeCommand", { command = "hrm-lsp.status", arguments = {} })
   out.steps.status = { result = result, err = err and tostring(err.message or err) }
+end
+
+-- setup() again with $HRM_TEST_SETUP2 on a running client: record the server's settings
+-- once they change (the server re-reads them after didChangeConfiguration).
+function steps.resetup()
+  local function settings()
+    local result = request("workspace/executeCommand", { command = "hrm-lsp.status", arguments = {} })
+    return result and result.settings
+  end
+  local before = vim.fn.json_encode(settings())
+  local opts = decode(vim.env.HRM_TEST_SETUP2)
+  if opts.settings and next(opts.settings) == nil then
+    opts.settings = {}
+  end
+  local ok = hrm.setup(opts)
+  local after
+  wait("the server to apply the new settings", function()
+    after = settings()
+    return vim.fn.json_encode(after) ~= before
+  end)
+  local all = vim.lsp.get_clients and vim.lsp.get_clients() or vim.lsp.get_active_clients()
+  local count = 0
+  for _, c in pairs(all) do
+    if c.name == "hrm_lsp" then
+      count = count + 1
+    end
+  end
+  out.steps.resetup = { ok = ok, settings = after, clients = count }
 end
 
 function steps.ready()

@@ -47,9 +47,9 @@ function userValue(cfg: vscode.WorkspaceConfiguration, key: string): unknown {
   return i?.workspaceFolderValue ?? i?.workspaceValue ?? i?.globalValue;
 }
 
-function serverSettings(): Record<string, unknown> {
+function serverSettings(nullForUnset = false): Record<string, unknown> {
   const cfg = vscode.workspace.getConfiguration(SECTION);
-  const mapped = toServerSettings((key) => userValue(cfg, key));
+  const mapped = toServerSettings((key) => userValue(cfg, key), nullForUnset);
   for (const w of mapped.warnings) {
     output.warn(w);
   }
@@ -169,7 +169,7 @@ async function startClient(): Promise<void> {
           if (params.items.every((item) => item.section !== SECTION)) {
             return next(params, token);
           }
-          return params.items.map((item) => (item.section === SECTION ? serverSettings() : null));
+          return params.items.map((item) => (item.section === SECTION ? serverSettings(true) : null));
         },
       },
     },
@@ -279,7 +279,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       if (needsRestart((key) => e.affectsConfiguration(key))) {
         void restartClient();
       } else if (e.affectsConfiguration(SECTION) && client?.isRunning()) {
-        void client.sendNotification("workspace/didChangeConfiguration", { settings: { [SECTION]: serverSettings() } });
+        void client.sendNotification("workspace/didChangeConfiguration", { settings: { [SECTION]: serverSettings(true) } });
       }
     }),
   );

@@ -37,7 +37,7 @@ export const SERVER_SETTINGS: Readonly<Record<string, SettingKind>> = {
 /** `hrmLsp.*` settings that only this client reads. */
 export const CLIENT_SETTINGS: readonly string[] = ["server.path", "server.extraArgs", "server.logFile", "trace.server"];
 
-export type ServerSettings = Record<string, string | boolean | number | string[]>;
+export type ServerSettings = Record<string, string | boolean | number | string[] | null>;
 
 export interface MappedSettings {
   readonly settings: ServerSettings;
@@ -61,18 +61,26 @@ function matches(kind: SettingKind, value: unknown): boolean {
 
 /**
  * Map a settings reader (`key => value`, e.g. `WorkspaceConfiguration.get`) to the server's
- * settings object. Keys the user never set come back `undefined` and are omitted.
+ * settings object. Keys the user never set come back `undefined` and are omitted — or, with
+ * `nullForUnset` (answers to `workspace/configuration`), sent as `null`, which the server
+ * reads as "back to the default", so removing a setting takes effect without a restart.
  */
-export function toServerSettings(get: (key: string) => unknown): MappedSettings {
+export function toServerSettings(get: (key: string) => unknown, nullForUnset = false): MappedSettings {
   const settings: ServerSettings = {};
   const warnings: string[] = [];
   for (const [key, kind] of Object.entries(SERVER_SETTINGS)) {
     const value = get(key);
     if (value === undefined || value === null) {
+      if (nullForUnset) {
+        settings[key] = null;
+      }
       continue;
     }
     if (!matches(kind, value)) {
       warnings.push(`${SECTION}.${key}: expected ${kind}, got ${JSON.stringify(value)}; using the server's default`);
+      if (nullForUnset) {
+        settings[key] = null;
+      }
       continue;
     }
     settings[key] = kind === "stringArray" ? [...new Set(value as string[])] : (value as string | boolean | number);

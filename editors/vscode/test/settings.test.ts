@@ -43,6 +43,14 @@ describe("toServerSettings", () => {
     assert.match(got.warnings[2] ?? "", /^hrmLsp\.validators: expected stringArray/);
   });
 
+  it("sends null for unset keys in configuration answers, so removals reset", () => {
+    const got = toServerSettings(reader({ maxTokens: 12, temperature: "hot" }), true);
+    assert.equal(got.settings["maxTokens"], 12);
+    assert.equal(got.settings["temperature"], null);
+    assert.equal(got.settings["modelPath"], null);
+    assert.deepEqual(Object.keys(got.settings).sort(), Object.keys(SERVER_SETTINGS).sort());
+  });
+
   it("maps nothing to an empty object (JSON {} for initializationOptions)", () => {
     const got = toServerSettings(() => undefined);
     assert.equal(JSON.stringify(got.settings), "{}");

@@ -90,6 +90,19 @@ function M.as_object(settings)
   return settings
 end
 
+--- The settings as an answer to workspace/configuration: every server key, unset ones as
+--- JSON null (the server's "back to the default"), so a key removed by a later setup()
+--- stops applying without a restart.
+function M.with_nulls(settings)
+  local out = vim.deepcopy(settings)
+  for key in pairs(M.SERVER_SETTINGS) do
+    if out[key] == nil then
+      out[key] = vim.NIL
+    end
+  end
+  return out
+end
+
 --- Defaults merged with `opts` (deep for tables that are maps, replaced for lists).
 function M.merge(opts)
   opts = opts or {}

@@ -78,7 +78,7 @@ local function client_config(opts, cmd, settings, root)
     root_markers = opts.root_markers,
     init_options = config.as_object(vim.deepcopy(settings)),
     -- Neovim answers workspace/configuration by looking the section up in `settings`.
-    settings = { [config.SECTION] = config.as_object(vim.deepcopy(settings)) },
+    settings = { [config.SECTION] = config.with_nulls(settings) },
     capabilities = capabilities,
     handlers = { ["$/progress"] = status.progress_handler },
     on_attach = on_attach,
@@ -129,8 +129,14 @@ function M.setup(opts)
 
   -- Already running clients (an earlier setup): push the new settings.
   for _, client in ipairs(get_clients({ name = merged.name })) do
-    client.config.settings = { [config.SECTION] = config.as_object(vim.deepcopy(settings)) }
-    M._notify(client, "workspace/didChangeConfiguration", { settings = client.config.settings })
+    local fresh = { [config.SECTION] = config.with_nulls(settings) }
+    -- Neovim answers workspace/configuration from client.settings (0.10+) or
+    -- client.config.settings (before); keep both current.
+    client.config.settings = fresh
+    if client.settings ~= nil then
+      client.settings = fresh
+    end
+    M._notify(client, "workspace/didChangeConfiguration", { settings = fresh })
   end
 
   local group = vim.api.nvim_create_augroup(AUGROUP, { clear = true })

@@ -42,7 +42,7 @@ def test_manifest_and_counts(prepared_spm) -> None:
     assert all(m["counts"]["plans"].get(i, 0) > 0 for i in ("FIX", "ADD", "REFACTOR"))
     assert m["counts"]["kinds"]["refine"] == 12
     assert m["counts"]["kinds"]["git"] >= 5 and m["counts"]["kinds"]["pr"] == 4
-    for split, info in m["splits"].items():
+    for info in m["splits"].values():
         n = sum(sh["tokens"] for sh in info["shards"])
         assert n == info["tokens"]
         for sh in info["shards"]:

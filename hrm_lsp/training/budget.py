@@ -82,7 +82,7 @@ def estimate(recipe: Recipe, cfg) -> BudgetReport:
         total = int(d.pop("total"))
         breakdown = {k: int(v) for k, v in d.items()}
     if flops_per_token is not None:
-        flops = float(flops_per_token(cfg, seq_len=recipe.data.seq_len, training=True))
+        flops = float(flops_per_token(cfg, recipe.data.seq_len, training=True).total)
     return BudgetReport(
         recipe=recipe.source.name,
         num_params=_count_params(cfg),

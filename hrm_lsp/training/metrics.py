@@ -44,7 +44,9 @@ def mfu(flops_per_token: float, tokens_per_s: float, peak: float | None) -> floa
     """Model FLOPs utilisation in [0, 1], or None without a known peak."""
     if not peak or not flops_per_token or tokens_per_s <= 0:
         return None
-    return flops_per_token * tokens_per_s / peak
+    from hrm_lsp.model.flops import mfu as model_mfu
+
+    return model_mfu(tokens_per_s, flops_per_token, peak)
 
 
 def bits_per_byte(nats: float, n_bytes: int) -> float:

@@ -83,6 +83,7 @@ class MLXTrainer:
         self.model = model
         self.optimizer = optimizer
         self.peaks = peaks  # peak learning rate of each sub-optimizer, in order
+        self.steps_done = 0
         self.device_description = f"MLX {mx.default_device()}"
         self.byte_features = bool(model.cfg.byte_features)
         state = [model.state, optimizer.state, mx.random.state]
@@ -129,6 +130,10 @@ class MLXTrainer:
     def train_step(self, micro: list[tuple[Targets, dict | None]], lr_scale: float) -> dict[str, Any]:
         """One optimiser step over ``micro``; returns lazy MLX scalars (evaluated when logged)."""
         self.model.train()
+        # MLX's global key cannot be set back to a saved value, so each step draws its dropout
+        # stream from a key derived from (run seed, step): a resumed run continues exactly.
+        mx.random.seed(self.recipe.run.seed * 1_000_003 + self.steps_done)
+        self.steps_done += 1
         for o, peak in zip(self.optimizer.optimizers, self.peaks):
             o.learning_rate = peak * lr_scale
         total, sums = None, {}
@@ -193,11 +198,10 @@ class MLXTrainer:
             raise CheckpointError(str(e)) from None
 
     def rng_state(self) -> dict[str, Any]:
-        return {"mlx": np.array(mx.random.state[0]).astype(np.uint64).tolist()}
+        return {"mlx_steps": self.steps_done}
 
     def set_rng_state(self, rng: dict[str, Any]) -> None:
-        if "mlx" in rng:
-            mx.random.state[0] = mx.array(np.array(rng["mlx"], dtype=np.uint32))
+        self.steps_done = int(rng.get("mlx_steps", 0))
 
     def peak_memory_bytes(self) -> int | None:
         if mx.default_device() == mx.gpu:

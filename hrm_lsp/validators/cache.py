@@ -22,12 +22,16 @@ from hrm_lsp.validators.workspace import PackageContext
 _IMPORT_BLOCK = re.compile(r"^import\s*\((.*?)^\)", re.M | re.S)
 _IMPORT_LINE = re.compile(r'^import\s+(?:[\w.]+\s+)?"([^"]+)"', re.M)
 _QUOTED = re.compile(r'"([^"]+)"')
+_FIRST_DECL = re.compile(r"^(?:func|type|var|const)\b", re.M)
 
 
 def imported_paths(text: str) -> list[str]:
     """Import paths in ``text`` (a cheap scan; good enough for cache invalidation)."""
-    found = [m.group(1) for m in _IMPORT_LINE.finditer(text)]
-    for block in _IMPORT_BLOCK.finditer(text):
+    # Imports precede every declaration, so only the header needs scanning.
+    m = _FIRST_DECL.search(text)
+    head = text[: m.start()] if m else text
+    found = [m.group(1) for m in _IMPORT_LINE.finditer(head)]
+    for block in _IMPORT_BLOCK.finditer(head):
         found.extend(_QUOTED.findall(block.group(1)))
     return found
 

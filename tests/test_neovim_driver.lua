@@ -141,6 +141,10 @@ function steps.ready()
     last = result and result.model
     return last ~= nil and (last.state == "ready" or last.state == "failed")
   end)
+  -- The $/progress end that feeds the statusline may trail the status answer slightly.
+  vim.wait(timeout, function()
+    return hrm.statusline() ~= "HRGC: loading" and hrm.statusline() ~= "HRGC: starting"
+  end, 20)
   out.steps.ready = { model = last, statusline = hrm.statusline() }
 end
 

@@ -521,6 +521,7 @@ def create_server(model_path: str | None = None) -> HrmLanguageServer:
             return types.CompletionList(is_incomplete=False, items=[])
         if ls.model.engine is None:
             return types.CompletionList(is_incomplete=True, items=[])
+        ls.debouncer.supersede(doc.uri)
         index, version = doc.index, doc.version
         offset = index.offset(params.position.line, params.position.character, ls.encoding)
         invoked = params.context is not None and \
@@ -544,8 +545,10 @@ def create_server(model_path: str | None = None) -> HrmLanguageServer:
             return None
         automatic = params.context.trigger_kind == types.InlineCompletionTriggerKind.Automatic
         version = doc.version
-        if automatic and not await ls.debouncer.settle(uri, ls.settings.debounce_ms / 1000):
-            return None  # a newer keystroke's request will answer
+        if not automatic:
+            ls.debouncer.supersede(uri)
+        elif not await ls.debouncer.settle(uri, ls.settings.debounce_ms / 1000):
+            return None  # a newer request for this document answers instead
         if doc.version != version:
             return None
         mode = ls.settings.inline_mode

@@ -567,7 +567,7 @@ class Preparer:
             self.echo(f"training SentencePiece BPE (vocab {o.vocab}) on the train split"
                       + (f" (every {stride}th document)" if stride > 1 else ""))
             try:
-                tok = train_spm(texts, o.vocab, threads=self.workers)
+                tok = train_spm(texts, o.vocab, threads=self.workers, seed=o.seed)
             except TokenizerError as e:
                 raise PrepareError(str(e)) from None
         else:

@@ -114,7 +114,8 @@ def sentences(texts: Iterable[str], max_bytes: int = 4000) -> Iterator[str]:
 
 
 def train_spm(texts: Iterable[str], vocab_size: int, *, threads: int = 1,
-              max_sentences: int = 2_000_000, seed_sentencepiece_size: int = 1_000_000) -> SpmTokenizer:
+              max_sentences: int = 2_000_000, seed_sentencepiece_size: int = 1_000_000,
+              seed: int = 0) -> SpmTokenizer:
     """Train the BPE model on ``texts`` (the training split); raises TokenizerError on failure."""
     minimum = 2 + len(symbols.SPECIALS) + 256 + 1
     if vocab_size < minimum:
@@ -122,6 +123,7 @@ def train_spm(texts: Iterable[str], vocab_size: int, *, threads: int = 1,
                              f"(pad, unk, {len(symbols.SPECIALS)} specials, 256 byte pieces)")
     out = io.BytesIO()
     it = sentences(texts)
+    spm.set_random_generator_seed(seed)  # sampling of large inputs is then reproducible
     try:
         spm.SentencePieceTrainer.train(
             sentence_iterator=it,

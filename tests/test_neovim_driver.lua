@@ -99,6 +99,19 @@ function steps.open()
   out.steps.open.clients = attached
   out.steps.open.omnifunc = vim.bo.omnifunc
   out.steps.open.offset_encoding = client.offset_encoding
+  out.steps.open.commands = { vim.fn.exists(":HrmRefine"), vim.fn.exists(":HrmStatus") }
+end
+
+-- :HrmStatus prints asynchronously (after the server answers); read it from :messages.
+function steps.hrmstatus()
+  vim.cmd("messages clear")
+  vim.cmd("HrmStatus")
+  local text = ""
+  wait(":HrmStatus output", function()
+    text = vim.fn.execute("messages")
+    return text:find("server log:", 1, true) ~= nil
+  end)
+  out.steps.hrmstatus = text
 end
 
 function steps.status()

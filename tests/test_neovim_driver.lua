@@ -144,7 +144,7 @@ function steps.resetup()
       count = count + 1
     end
   end
-  out.steps.resetup = { ok = ok, settings = after, clients = count }
+  out.steps.resetup = { ok = ok, settings = after, clients = count, statusline = hrm.statusline() }
 end
 
 function steps.ready()

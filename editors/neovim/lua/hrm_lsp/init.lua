@@ -120,7 +120,10 @@ function M.setup(opts)
   local cmd, err = server.command(merged)
   state.opts = merged
   state.api = M.detect_api()
-  status.reset()
+  local running = get_clients({ name = merged.name })
+  if #running == 0 then
+    status.reset() -- a running server keeps its model state across setup() calls
+  end
   if cmd == nil then
     status.set("error", err)
     notify(err, vim.log.levels.ERROR)
@@ -128,7 +131,7 @@ function M.setup(opts)
   end
 
   -- Already running clients (an earlier setup): push the new settings.
-  for _, client in ipairs(get_clients({ name = merged.name })) do
+  for _, client in ipairs(running) do
     local fresh = { [config.SECTION] = config.with_nulls(settings) }
     -- Neovim answers workspace/configuration from client.settings (0.10+) or
     -- client.config.settings (before); keep both current.

@@ -91,7 +91,7 @@ def test_safetensors_conversion_both_ways(tmp_path):
     p2 = tmp_path / "mlx.safetensors"
     mlx_hrgc.save_weights_mlx(mm, p2)
     back = load_model_file(p2)
-    for (n, a), (n2, b) in zip(sorted(tm.state_dict().items()), sorted(back.state_dict().items())):
+    for (n, a), (n2, b) in zip(sorted(tm.state_dict().items()), sorted(back.state_dict().items()), strict=True):
         assert n == n2 and torch.equal(a, b), n
     with pytest.raises(WeightsError, match="no such weights file"):
         mlx_hrgc.load_model_mlx(tmp_path / "absent.safetensors")

@@ -8,7 +8,9 @@ RMSNorm is needed because pre-norm leaves the residual stream unnormalised.
 
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
 
 from hrm_lsp.model.cache import KVCache
 from hrm_lsp.model.config import ModelConfig
@@ -29,8 +31,12 @@ class GPT(LMBase):
         T = ids.shape[1]
         cos, sin = self.rope_cos[pos:pos + T], self.rope_sin[pos:pos + T]
         x = self.embed_inputs(ids, nibble, acc)  # [B, T, D]
+        ckpt = self.cfg.grad_checkpointing and cache is None and torch.is_grad_enabled()
         for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, pos, cache, i)
+            if ckpt:
+                x = checkpoint(layer, x, cos, sin, pos, None, i, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin, pos, cache, i)
         if cache is not None:
             cache.advance(T)
         logits, refine_logit = self.heads(self.norm(x), last_only)

@@ -312,9 +312,9 @@ class HRGC(LMBase):
         last_h, last_l = cfg.H_cycles - 1, cfg.L_cycles - 1
         slot = 0
         for h in range(cfg.H_cycles):
-            for l in range(cfg.L_cycles):
+            for l_step in range(cfg.L_cycles):
                 # one_step (HRM): only the final L step keeps a graph; full (TRM): the whole last cycle.
-                g = grad and h == last_h and (cfg.grad_mode == "full" or l == last_l)
+                g = grad and h == last_h and (cfg.grad_mode == "full" or l_step == last_l)
                 z_L = self._run(self.L, z_L, z_H + x, cos, sin, pos, cache, slot, g)
                 slot += cfg.L_layers
             z_H = self._run(self.H, z_H, z_L, cos, sin, pos, cache,

@@ -276,8 +276,8 @@ class HRGC(LMBase):
         last_h, last_l = cfg.H_cycles - 1, cfg.L_cycles - 1
         slot = 0
         for h in range(cfg.H_cycles):
-            for l in range(cfg.L_cycles):
-                g = h == last_h and (cfg.grad_mode == "full" or l == last_l)
+            for l_step in range(cfg.L_cycles):
+                g = h == last_h and (cfg.grad_mode == "full" or l_step == last_l)
                 z_L = self.L(z_L, z_H + x, cos, sin, pos, cache, slot)
                 if not g:
                     z_L = mx.stop_gradient(z_L)

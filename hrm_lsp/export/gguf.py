@@ -241,6 +241,9 @@ def load_model(path: str | Path, device: str = "cpu"):
     and the problem for anything unusable.
     """
     p = Path(path)
+    if not p.exists():
+        raise ModelFileError(f"{p}: no such model file (expected a .gguf file, a run directory "
+                             "or a checkpoint)")
     if p.is_file() and p.suffix != ".safetensors":
         model, tok, meta = _load_gguf(p)
     else:

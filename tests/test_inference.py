@@ -1,0 +1,329 @@
+"""Inference: plans, stop rules, the FIM prompt, sessions (warm == cold), budgets and
+cancellation, the refinement loop with the real validators, and `hrm-lsp complete`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from _tiny_hrgc import trained_tiny
+from hrm_lsp.cli import main
+from hrm_lsp.export.gguf import model_to_gguf
+from hrm_lsp.inference import CancelToken, CompletionRequest, Engine, Plan
+from hrm_lsp.inference.plan import parse_plan, plan_from_comment, plan_parts
+from hrm_lsp.inference.prompt import fim_prompt
+from hrm_lsp.inference.refine import refine_loop
+from hrm_lsp.inference.stops import StopRule, cursor_in_block
+from hrm_lsp.validators import syntax_errors, validate
+
+SRC = '''package demo
+
+import "errors"
+
+// Parse reads a config value. It rejects empty input.
+func Parse(s string) (int, error) {
+	if s == "" {
+		return 0, errors.New("empty")
+	}
+	n := 0
+	for _, c := range s {
+		n = n*10 + int(c-'0')
+	}
+	return n, nil
+}
+
+// Double returns twice n.
+func Double(n int) int {
+	return n * 2
+}
+'''
+
+
+@pytest.fixture(scope="module")
+def tiny(stdlib_src):
+    return trained_tiny(stdlib_src)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny) -> Engine:
+    model, tok = tiny
+    return Engine(model, tok, threads=1)
+
+
+def req(text: str, offset: int, **kw) -> CompletionRequest:
+    kw.setdefault("time_budget_ms", 60_000)
+    kw.setdefault("refine", False)
+    kw.setdefault("stages", ("syntax",))
+    return CompletionRequest(text=text, offset=offset, **kw)
+
+
+# -- plans ------------------------------------------------------------------------------
+
+def test_plan_parsing_and_one_line():
+    p = parse_plan("<PLAN><INTENT:ADD><TARGET:func><STEP> parse config<STEP> validate</PLAN>")
+    assert p == Plan("ADD", "func", ("parse config", "validate"))
+    assert p.one_line() == "ADD func · parse config, validate"
+    # Junk from a weak model is dropped, not an error.
+    assert parse_plan("<INTENT:NOPE><STEP> <EOT> x").steps == ("x",)
+    assert Plan().one_line() == "" and Plan().empty
+
+
+def test_plan_from_doc_comment_round_trips_through_tokens(tiny):
+    _, tok = tiny
+    plan = plan_from_comment("// Parse reads a config value. It rejects empty input.", "FIX")
+    assert plan == Plan("FIX", "func", ("Parse reads a config value", "It rejects empty input"))
+    ids = tok.encode_parts(plan_parts(plan))
+    assert parse_plan(tok.decode(ids)) == plan
+
+
+# -- stop rules -------------------------------------------------------------------------
+
+def _stop(gen: str, prefix: str, suffix: str, multiline: bool) -> str | None:
+    rule = StopRule(multiline, prefix, suffix,
+                    in_block=cursor_in_block(prefix + suffix, len(prefix)),
+                    syntax_errors=syntax_errors)
+    for i in range(1, len(gen) + 1):  # as decoding does: one piece at a time
+        cut = rule.check(gen[:i])
+        if cut is not None:
+            return gen[:cut]
+    return None
+
+
+def test_single_line_stops_at_end_of_line():
+    assert _stop("x + 1\n\treturn y", "\tn := ", "\n", False) == "x + 1"
+    # On an empty line, a leading newline is not the whole answer.
+    assert _stop("\n\treturn y\n", "func f() {\n", "}\n", False) == "\n\treturn y"
+
+
+def test_multiline_stops_at_end_of_enclosing_block():
+    prefix, suffix = "package p\n\nfunc f() int {\n\t", "\n}\n"
+    gen = 'x := "}" // }\n\treturn x\n}\n\nfunc g() {}\n'
+    assert _stop(gen, prefix, suffix, True) == 'x := "}" // }\n\treturn x'
+    # The block is not closed after the cursor: the brace is part of the completion.
+    assert _stop("return 1\n}\n\nfunc h", "package p\n\nfunc f() int {\n\t", "", True) == "return 1\n}"
+    # At top level: one declaration.
+    top = _stop("func g() {\n\treturn\n}\n\nfunc h() {}\n", "package p\n\n", "", True)
+    assert top == "func g() {\n\treturn\n}"
+
+
+# -- prompt -----------------------------------------------------------------------------
+
+def test_fim_prompt_is_suffix_first_and_stable_while_typing(tiny):
+    _, tok = tiny
+    off = SRC.index("n := 0") + len("n := ")
+    a = fim_prompt(tok, SRC[:off], SRC[off:], budget=200)
+    assert a.ids[0] == tok.id_of("<FIM_SUFFIX>") and a.ids[-1] == tok.id_of("<FIM_MIDDLE>")
+    assert tok.decode(a.ids[1:40]) == SRC[off:off + 39]  # the suffix comes first
+    assert a.truncated
+    typed = SRC[:off] + "1" + SRC[off:]
+    b = fim_prompt(tok, typed[:off + 1], typed[off + 1:], budget=200)
+    assert b.ids[:-1][: len(a.ids) - 1] == a.ids[:-1]  # one token appended, nothing else moved
+    assert len(b.ids) == len(a.ids) + 1
+
+
+# -- sessions, FIM, budgets -------------------------------------------------------------
+
+def test_warm_equals_cold_while_typing(tiny, engine):
+    model, tok = tiny
+    off = SRC.index("\treturn n * 2") + 1
+    text = SRC
+    for i, ch in enumerate("ret"):
+        text = text[:off + i] + ch + text[off + i:]
+        warm = engine.complete(req(text, off + i + 1, max_tokens=12), session_key="typing")
+        cold = Engine(model, tok, threads=1).complete(req(text, off + i + 1, max_tokens=12))
+        assert warm.text == cold.text and warm.plan == cold.plan
+        assert cold.timings.reused_tokens == 0
+        if i:
+            # Typing one character reuses everything but the last token or two.
+            assert warm.timings.reused_tokens >= warm.timings.reused_tokens + warm.timings.prefill_tokens - 3
+            assert warm.timings.prefill_tokens <= 3
+
+
+def test_fim_uses_the_suffix(tiny):
+    model, tok = tiny
+    off = SRC.index("func Double")
+    logits = []
+    for suffix in ("func Double(n int) int {\n", "\tfor i := range 10 {\n"):
+        text = SRC[:off] + suffix
+        ids = fim_prompt(tok, text[:off], text[off:], budget=400).ids
+        assert tok.encode(suffix)[:5] == ids[1:6]
+        from hrm_lsp.inference.session import Session
+
+        lg, _, _ = Session(model, tok, 512).sync(ids + [tok.id_of("<PLAN>")])
+        logits.append(lg)
+    assert not torch.allclose(logits[0], logits[1])
+
+
+def test_single_line_completion_and_plan(engine):
+    off = SRC.index("\tn := 0") + len("\tn := ")
+    comp = engine.complete(req(SRC, off, max_tokens=40))
+    assert "\n" not in comp.text
+    assert comp.stop_reason in ("line", "eot", "max_tokens")
+    assert comp.plan == Plan("ADD", "func", ())  # what the tiny model was trained to plan
+    assert comp.validation is not None and comp.validation.stage == "syntax"
+
+
+def test_token_budget_time_budget_and_cancel(engine):
+    off = SRC.index("\tn := 0") + 1
+    comp = engine.complete(req(SRC, off, max_tokens=2, multiline=True), session_key="b")
+    assert comp.timings.decode_tokens <= 2 + 3 and comp.stop_reason in ("max_tokens", "eot", "block")
+    comp = engine.complete(req(SRC, off, time_budget_ms=0.001), session_key="b")
+    assert comp.stop_reason == "time" and comp.text == ""
+
+    class CancelAfter(CancelToken):
+        def __init__(self, n: int):
+            super().__init__()
+            self.n = n
+
+        @property
+        def cancelled(self) -> bool:
+            self.n -= 1
+            return self.n < 0
+
+    comp = engine.complete(req(SRC, off, multiline=True, max_tokens=200), cancel=CancelAfter(6))
+    assert comp.cancelled and comp.timings.decode_tokens <= 6
+
+
+# -- refinement loop ----------------------------------------------------------------------
+
+DOC = "package demo\n\nfunc f() int {\n\t\n}\n"
+AT = DOC.index("\t\n}") + 1
+
+
+def _loop(candidates, stages=("syntax", "gofmt"), max_iterations=5, threshold=0.9):
+    queue = list(candidates)
+    fed: list[str] = []
+
+    def regenerate(diag: str):
+        fed.append(diag)
+        return queue.pop(0) if queue else None
+
+    out = refine_loop(queue.pop(0), regenerate,
+                      lambda code: validate(DOC[:AT] + code + DOC[AT:], stages=stages),
+                      max_iterations=max_iterations, threshold=threshold, deadline=float("inf"))
+    return out, fed
+
+
+def test_loop_stops_early_on_pass_and_feeds_diagnostics():
+    out, fed = _loop([("return (1", None, "block"), ("return 1", None, "block"),
+                      ("return 2", None, "block")])
+    assert out.stop == "pass" and out.iterations == 2 and out.best.text == "return 1"
+    assert len(fed) == 1 and fed[0].startswith("4:")  # line:col: message of the broken one
+
+
+def test_loop_stops_at_the_cap():
+    out, fed = _loop([(f"return ({i}", None, "block") for i in range(9)], max_iterations=3)
+    assert out.stop == "cap" and out.iterations == 3 and len(fed) == 2
+    assert not out.best.validation.ok
+
+
+def test_loop_stops_when_the_refinement_head_is_confident():
+    # vet fails (unused variable is a compile error), syntax is fine, the head says 0.95.
+    out, _ = _loop([("x := 1\n\treturn 2", 0.95, "block"), ("return 1", 0.2, "block")],
+                   stages=("syntax", "gofmt", "vet"))
+    assert out.stop in ("confident", "pass") and out.iterations == 1
+
+
+def test_engine_returns_gofmt_output_when_only_formatting_differs(engine):
+    # A comment line accepts whatever the model writes; gofmt may still rewrite spacing.
+    doc = "package demo\n\n// Sum adds  \nfunc Sum(a, b int) int { return a+b }\n"
+    off = doc.index("adds") + len("adds")
+    comp = engine.complete(req(doc, off, refine=True, stages=("syntax", "gofmt"),
+                               max_refinement_iterations=3))
+    assert comp.validation.ok and comp.iterations == 1  # passes at once: stopped early
+    from hrm_lsp.inference.refine import formatted_middle
+
+    v = validate(doc[:off] + "x := 1" + doc[off:], stages=("syntax", "gofmt"))
+    assert v.ok  # only formatting (the func body) differs -> "info", not a failure
+    assert formatted_middle(doc, off, "x:=1", validate(doc[:off] + "x:=1" + doc[off:],
+                                                      stages=("syntax", "gofmt"))) is None
+
+
+def test_formatted_candidate_is_returned():
+    doc = "package demo\n\nfunc f() int {\n\t\n}\n"
+    out, _ = _loop([("x:=1\n\treturn x", None, "block")])
+    from hrm_lsp.inference.refine import formatted_middle
+
+    assert out.stop == "pass"
+    assert formatted_middle(doc, AT, out.best.text, out.best.validation) == "x := 1\n\treturn x"
+
+
+def test_engine_refinement_respects_the_cap(engine):
+    doc = "package demo\n\nfunc Max(a, b int) int {\n\t\n}\n"
+    off = doc.index("\t\n}") + 1
+    comp = engine.complete(req(doc, off, multiline=True, refine=True, max_tokens=24,
+                               max_refinement_iterations=2, stages=("syntax", "gofmt")))
+    assert 1 <= comp.iterations <= 2
+    assert any(n.startswith("refinement stopped: ") for n in comp.notes)
+    assert comp.validation is not None
+
+
+def test_refine_function_regenerates_the_body(engine):
+    off = SRC.index("return n * 2")
+    edit = engine.refine_function(SRC, off, None, cancel=None, progress=None,
+                                  stages=("syntax",), max_tokens=24, max_refinement_iterations=2)
+    if edit is not None:  # None means no candidate passed the syntax gate: nothing to apply
+        new = edit.apply(SRC)
+        assert new.startswith(SRC[: SRC.index("func Double(n int) int {") + 24])
+        assert new.endswith("}\n") and not syntax_errors(new)
+        assert edit.plan.steps == ("Double returns twice n",)
+
+
+# -- the command --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def model_file(tiny, tmp_path_factory) -> Path:
+    model, tok = tiny
+    out = tmp_path_factory.mktemp("model") / "tiny.gguf"
+    model_to_gguf(model, tok, out)
+    return out
+
+
+def _module(tmp_path: Path) -> Path:
+    (tmp_path / "go.mod").write_text("module example.com/demo\n\ngo 1.21\n")
+    f = tmp_path / "demo.go"
+    f.write_text(SRC)
+    return f
+
+
+def test_complete_command_end_to_end_json(model_file, tmp_path):
+    f = _module(tmp_path)
+    line = SRC[: SRC.index("\treturn n * 2")].count("\n") + 1
+    res = CliRunner().invoke(main, ["complete", f"{f}:{line}:2", "--model", str(model_file),
+                                    "--json", "--max-tokens", "16"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert set(out) >= {"plan", "text", "validation", "iterations", "elapsed_ms"}
+    assert set(out["validation"]) >= {"ok", "stage", "diagnostics"}
+    assert out["plan"]["text"] == "ADD func" and "\n" not in out["text"]
+    assert out["validation"]["stage"] in ("syntax", "gofmt", "vet")
+    assert 1 <= out["iterations"] <= 5
+
+
+def test_complete_without_go_runs_the_syntax_gate_and_says_so(model_file, tmp_path):
+    f = _module(tmp_path)
+    res = CliRunner(env={"HRM_LSP_GO": "off"}).invoke(
+        main, ["complete", f"{f}:10:2", "--model", str(model_file), "--max-tokens", "8",
+               "--no-refine"])
+    assert res.exit_code == 0, res.output
+    assert "gofmt skipped" in res.output and "vet skipped" in res.output
+    assert "Go is disabled" in res.output
+
+
+def test_complete_command_errors(model_file, tmp_path):
+    f = _module(tmp_path)
+    r = CliRunner()
+    res = r.invoke(main, ["complete", f"{f}:999:1", "--model", str(model_file)])
+    assert res.exit_code == 1 and "past the end of the file" in res.output
+    res = r.invoke(main, ["complete", f"{f}", "--model", str(model_file)])
+    assert res.exit_code == 1 and "FILE:LINE:COL" in res.output
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(model_file.read_bytes()[:1000])
+    res = r.invoke(main, ["complete", f"{f}:1:1", "--model", str(bad)])
+    assert res.exit_code == 1 and "truncated" in res.output and "Traceback" not in res.output
+    res = r.invoke(main, ["complete", f"{f}:1:1", "--model", str(tmp_path / "none.gguf")])
+    assert res.exit_code == 1 and "no such model file" in res.output

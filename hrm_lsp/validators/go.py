@@ -243,7 +243,6 @@ def go_env(toolchain: GoToolchain) -> dict[str, str]:
         GOFLAGS="-mod=mod",
         CGO_ENABLED="0",
         GOCACHE=str(go_build_cache()),
-        GOTELEMETRY="off",
     )
     if not env.get("GOPATH") and not env.get("HOME") and not env.get("USERPROFILE"):
         # Go refuses to run without somewhere for its module cache.

@@ -317,6 +317,11 @@ def test_test_stage_runs_the_tests_of_the_edited_function(tmp_path: Path, warm_g
     # Sub is untouched and its test still passes, so focusing it passes even with Add broken.
     r = validate(wrong, root / "calc.go", stages=stages, focus=wrong.index("a - b"), timeout=TIMEOUT)
     assert r.ok and r.stage == "test"
+    # A rename that breaks the tests' build: compile errors in the test file, as test findings.
+    renamed = CALC.replace("func Add", "func Plus")
+    r = validate(renamed, root / "calc.go", stages=("syntax", "test"), focus=renamed.index("a + b"), timeout=TIMEOUT)
+    assert not r.ok and {d.stage for d in r.diagnostics} == {"test"}
+    assert any(d.message.startswith("calc_test.go:10:") and "undefined: Add" in d.message for d in r.diagnostics)
 
 
 def test_test_stage_timeout_kills_the_test_binary(tmp_path: Path, warm_go, monkeypatch):

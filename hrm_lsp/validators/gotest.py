@@ -114,7 +114,8 @@ def run_tests(
         for line in [*("".join(build_lines)).splitlines(), *run.stderr.splitlines()]:
             m = _BUILD_POS.match(line.strip())
             if m:
-                diags.append(mapper.make(m["file"], int(m["line"]), int(m["col"] or 0), m["msg"], "error"))
+                diags.append(mapper.make(m["file"], int(m["line"]), int(m["col"] or 0), m["msg"], "error",
+                                         stage="test"))
         if run.returncode != 0 and not diags:
             reason = classify_unavailable(run.stderr + "".join(build_lines), ctx, toolchain)
             if reason:

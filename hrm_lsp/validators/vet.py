@@ -101,14 +101,15 @@ class _Mapper:
                     pass
         return str(p)
 
-    def make(self, file: str, line: int, col: int, msg: str, severity, end: tuple[int, int] | None = None) -> Diagnostic:
+    def make(self, file: str, line: int, col: int, msg: str, severity,
+             end: tuple[int, int] | None = None, stage: str = "vet") -> Diagnostic:
         p = self.resolve(file)
         if self.is_user(p):
             if end is not None:
-                return self.src.diagnostic(line, col, msg, "vet", severity, end[0], end[1])
-            return self.src.diagnostic(line, col, msg, "vet", severity)
+                return self.src.diagnostic(line, col, msg, stage, severity, end[0], end[1])
+            return self.src.diagnostic(line, col, msg, stage, severity)
         where = f"{self.display(p)}:{line}" + (f":{col}" if col else "")
-        return self.src.diagnostic(self.anchor, 0, f"{where}: {msg}", "vet", severity)
+        return self.src.diagnostic(self.anchor, 0, f"{where}: {msg}", stage, severity)
 
 
 def _posn(s: str) -> tuple[str, int, int] | None:

@@ -217,15 +217,28 @@ def test_empty_settings_reach_the_server_as_an_object(nvim, go_project, tmp_path
     assert len(rec["messages"]) == 1, rec["messages"]
 
 
+def _api_params() -> list:
+    """Each Neovim with the API it detects, and the newest also with the older APIs forced
+    (the 0.8-0.10 `vim.lsp.start` path runs on it too)."""
+    out = [pytest.param(exe, "auto", id=f"nvim-{v}-auto") for v, exe in NEOVIMS]
+    if NEOVIMS and _expected_api(NEOVIMS[-1][1]) == "config":
+        v, exe = NEOVIMS[-1]
+        out += [pytest.param(exe, api, id=f"nvim-{v}-{api}") for api in ("start", "start_client")]
+    return out or [pytest.param(None, "auto", id="no-nvim")]
+
+
 @needs_nvim
-@nvim_params
-def test_setup_again_changes_settings_of_the_running_server(nvim, go_project, tmp_path):
+@pytest.mark.parametrize("nvim,api", _api_params())
+def test_setup_again_changes_settings_of_the_running_server(nvim, api, go_project, tmp_path):
     """A second setup{} keeps the one client and the server takes the new settings; a key
     left out goes back to the server's default (null in workspace/configuration)."""
     cmd = [str(SERVER_EXE), "serve", "--model", str(tmp_path / "absent.gguf")]
-    rec = run_driver(nvim, go_project / "demo.go", {"cmd": cmd, "settings": {"maxTokens": 12}},
+    rec = run_driver(nvim, go_project / "demo.go",
+                     {"cmd": cmd, "settings": {"maxTokens": 12}, "client_api": api},
                      "setup,open,status,ready,resetup", tmp_path,
-                     setup2={"cmd": cmd, "settings": {"temperature": 0.5}})
+                     setup2={"cmd": cmd, "settings": {"temperature": 0.5}, "client_api": api})
+    assert rec["steps"]["setup"]["api"] == (_expected_api(nvim) if api == "auto" else api)
+    assert rec["steps"]["open"]["clients"] == 1
     first = rec["steps"]["status"]["result"]["settings"]
     assert (first["max_tokens"], first["temperature"]) == (12, 0)
     again = rec["steps"]["resetup"]
@@ -242,6 +255,15 @@ def test_missing_server_names_the_install_command(nvim, go_project, tmp_path):
     assert rec["steps"]["setup"]["first"] is False
     # setup() shows the error through vim.notify; the driver keeps what :HrmStatus would show.
     assert "pip install hrm-lsp" in rec["steps"]["setup"]["status"], rec["steps"]["setup"]
+
+
+@pytest.mark.skipif(not NEOVIMS or _expected_api(NEOVIMS[0][1]) == "config",
+                    reason="needs a Neovim without vim.lsp.config (Debian's 0.7)")
+def test_forcing_an_api_this_neovim_lacks_is_an_error(go_project, tmp_path):
+    setup = {"cmd": [str(SERVER_EXE), "serve"], "client_api": "config"}
+    rec = run_driver(NEOVIMS[0][1], go_project / "demo.go", setup, "setup", tmp_path)
+    assert rec["steps"]["setup"]["first"] is False
+    assert 'client_api = "config" is not available' in rec["steps"]["setup"]["status"]
 
 
 @needs_nvim

@@ -78,7 +78,7 @@ function steps.setup()
     opts.settings = {} -- json_decode gives a dict-typed empty table; use a plain one like a user would
   end
   -- Twice: setup is idempotent (one client, same state).
-  out.steps.setup = { first = hrm.setup(opts), second = hrm.setup(opts), api = hrm.detect_api() }
+  out.steps.setup = { first = hrm.setup(opts), second = hrm.setup(opts), api = hrm.api() }
   out.steps.setup.status = require("hrm_lsp.status").line()
 end
 

@@ -48,6 +48,9 @@ M.defaults = {
   capabilities = nil,
   -- Called as on_attach(client, bufnr) after the plugin's own attach work.
   on_attach = nil,
+  -- Which client API to use: "auto" (detected), or force "config" (0.11+), "start"
+  -- (0.8+) or "start_client" (0.7+), e.g. to keep vim.lsp.config free of this client.
+  client_api = "auto",
 }
 
 local function is_list(t)
@@ -118,6 +121,9 @@ function M.merge(opts)
     inline_completion = { opts.inline_completion, "boolean", true },
     capabilities = { opts.capabilities, "table", true },
     on_attach = { opts.on_attach, "function", true },
+    client_api = { opts.client_api, function(v)
+      return v == nil or v == "auto" or v == "config" or v == "start" or v == "start_client"
+    end, '"auto", "config", "start" or "start_client"' },
   })
   local merged = vim.tbl_deep_extend("force", vim.deepcopy(M.defaults), opts)
   -- Lists replace, never merge element-wise.

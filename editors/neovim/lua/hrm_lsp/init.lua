@@ -40,6 +40,11 @@ local function get_clients(filter)
   return out
 end
 
+--- The client API in use (after setup), else the one this Neovim has.
+function M.api()
+  return state.api or M.detect_api()
+end
+
 --- Which client API this Neovim has (detected by feature, not version).
 function M.detect_api()
   if type(vim.lsp.config) ~= "nil" and type(vim.lsp.enable) == "function" then
@@ -119,7 +124,15 @@ function M.setup(opts)
   end
   local cmd, err = server.command(merged)
   state.opts = merged
-  state.api = M.detect_api()
+  state.api = merged.client_api == "auto" and M.detect_api() or merged.client_api
+  local available = { config = vim.lsp.config ~= nil and vim.lsp.enable ~= nil, start = vim.lsp.start ~= nil,
+    start_client = vim.lsp.start_client ~= nil }
+  if not available[state.api] then
+    local msg = ("hrm_lsp: client_api = %q is not available in this Neovim; use \"auto\""):format(state.api)
+    status.set("error", msg)
+    notify(msg, vim.log.levels.ERROR)
+    return false
+  end
   local running = get_clients({ name = merged.name })
   if #running == 0 then
     status.reset() -- a running server keeps its model state across setup() calls
@@ -272,7 +285,7 @@ end
 
 --- Print the model state and where the server runs (:HrmStatus).
 function M.print_status()
-  local lines = { "hrm-lsp: " .. status.line(), "client API: " .. (state.api or M.detect_api()) }
+  local lines = { "hrm-lsp: " .. status.line(), "client API: " .. M.api() }
   M.server_status(function(result, err)
     if result and type(result.model) == "table" then
       status.set(result.model.state == "failed" and "error" or result.model.state, result.model.message)

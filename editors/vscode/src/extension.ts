@@ -85,6 +85,7 @@ function handleProgress(c: LanguageClient, token: string | number): void {
   let resolve: (() => void) | undefined;
   let reporter: vscode.Progress<{ message?: string; increment?: number }> | undefined;
   let lastPercentage = 0;
+  let ended = false; // the end may arrive before withProgress has started the task
   const disposable = c.onProgress(WorkDoneProgress.type, token, (value: WorkDoneProgressBegin | WorkDoneProgressReport | WorkDoneProgressEnd) => {
     if (value.kind === "begin") {
       updateStatus({ kind: "progressBegin", token, title: value.title, message: value.message });
@@ -98,6 +99,10 @@ function handleProgress(c: LanguageClient, token: string | number): void {
           new Promise<void>((done) => {
             reporter = progress;
             resolve = done;
+            if (ended) {
+              done();
+              return;
+            }
             if (value.message) {
               progress.report({ message: value.message });
             }
@@ -116,6 +121,7 @@ function handleProgress(c: LanguageClient, token: string | number): void {
       if (value.message) {
         output.info(value.message);
       }
+      ended = true;
       resolve?.();
       disposable.dispose();
     }

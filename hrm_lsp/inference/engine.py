@@ -200,8 +200,13 @@ class Engine:
         final = formatted_middle(req.text, req.offset, best.text, best.validation) or best.text
         notes += self._skipped_notes(best.validation)
         notes.append(f"refinement stopped: {outcome.stop}")
-        return self._result(final, plan, best.validation, outcome.iterations, t0, timings,
+        comp = self._result(final, plan, best.validation, outcome.iterations, t0, timings,
                             best.stop_reason, best.refine_probability, notes)
+        comp.history = tuple(
+            {"ok": bool(c.validation.ok), "stage": c.validation.stage,
+             "diagnostics": sum(1 for d in c.validation.diagnostics if d.severity in ("error", "warning")),
+             "refine_probability": c.refine_probability} for c in outcome.candidates)
+        return comp
 
     def _result(self, text, plan, validation, iterations, t0, timings, reason, prob, notes):
         return Completion(text=text, plan=plan, validation=validation, iterations=iterations,

@@ -141,6 +141,8 @@ class Completion:
     stop_reason: str = ""
     refine_probability: float | None = None
     notes: tuple[str, ...] = ()
+    # One entry per refinement candidate: {"ok", "stage", "diagnostics", "refine_probability"}.
+    history: tuple[dict[str, Any], ...] = ()
 
     @property
     def cancelled(self) -> bool:
@@ -166,6 +168,7 @@ class Completion:
             "stop_reason": self.stop_reason,
             "refine_probability": self.refine_probability,
             "notes": list(self.notes),
+            "history": list(self.history),
         }
 
 

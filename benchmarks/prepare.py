@@ -31,6 +31,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from hrm_lsp.data import PrepareOptions, prepare
+    from hrm_lsp.tokenizer import load_tokenizer
 
     opts = PrepareOptions(stdlib=True, tokenizer=args.tokenizer, vocab=args.vocab,
                           refine_examples=args.refine_examples)
@@ -40,10 +41,17 @@ def main() -> int:
         m = prepare(opts, out, workers=args.workers, force=True,
                     progress=sys.stderr.isatty())
         wall = time.monotonic() - t0
+        # Compression on held-out code: UTF-8 bytes per token of the val documents' code.
+        tok = load_tokenizer(out)
+        code_bytes = code_tokens = 0
+        with (out / "work" / "val.jsonl").open(encoding="utf-8") as fh:
+            for line in fh:
+                code = json.loads(line)["code"]
+                code_bytes += len(code.encode("utf-8"))
+                code_tokens += len(tok.encode(code))
     self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     tokens = sum(s["tokens"] for s in m["splits"].values())
-    code_bytes = sum(s["bytes"] for s in m["splits"].values())
     res = {
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, {platform.processor() or platform.platform()}",
@@ -51,11 +59,13 @@ def main() -> int:
         "tokenizer": args.tokenizer, "vocab": m["tokenizer"]["vocab_size"],
         "workers": args.workers or os.cpu_count(),
         "wall_s": round(wall, 1), "steps_s": m["timings_s"],
-        "peak_rss_main_mib": round(self_rss), "peak_rss_worker_mib": round(child_rss),
+        # Children: the largest of the worker processes and of the git/gofmt processes; a child
+        # forked from the main process briefly counts the parent's pages, so this is an upper bound.
+        "peak_rss_main_mib": round(self_rss), "peak_rss_children_mib": round(child_rss),
         "files": m["counts"]["files"], "source_mb": round(m["counts"]["bytes"] / 1e6, 1),
         "documents": sum(s["documents"] for s in m["splits"].values()),
         "tokens": tokens,
-        "code_bytes_per_token": round(code_bytes / max(tokens, 1), 2),
+        "val_code_bytes_per_token": round(code_bytes / max(code_tokens, 1), 3),
     }
     print(json.dumps(res, indent=1))
     if args.json:

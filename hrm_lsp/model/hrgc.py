@@ -74,7 +74,7 @@ def rope_tables(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate halves of x [B, H, T, hd] by position (cos/sin: [T, hd/2])."""
+    """Rotate halves of x [..., T, hd] by position (cos/sin: [T, hd/2])."""
     half = x.shape[-1] // 2
     x1, x2 = x[..., :half], x[..., half:]
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)
@@ -106,8 +106,9 @@ class Attention(nn.Module):
 
     def forward(self, x, cos, sin, pos: int = 0, cache: KVCache | None = None, slot: int = 0):
         B, T, D = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # [B, H, T, hd]
+        qkv = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = apply_rope(qkv[:2], cos, sin).unbind(0)  # rotate q and k in one go: [B, H, T, hd]
+        v = qkv[2]
         if cache is not None:
             k, v = cache.write(slot, pos, k, v)  # [B, H, pos+T, hd]
         k_start = max(0, pos - self.window + 1) if self.window else 0

@@ -353,3 +353,12 @@ def _dies(pid: int, within: float = 10.0) -> bool:
 def test_go_version_is_part_of_the_result(tmp_path: Path, warm_go):
     r = vet("package p\n", tmp_path / "p.go", stages=("syntax", "gofmt"))
     assert r.go_version == find_go().version
+
+
+def test_module_needing_a_newer_go_is_unavailable_and_names_the_users_go_mod(tmp_path: Path):
+    root = write_module(tmp_path, {"n.go": "package n\n\nfunc F() {}\n"})
+    (root / "go.mod").write_text("module example.com/n\n\ngo 1.999\n")
+    r = vet((root / "n.go").read_text(), root / "n.go")
+    assert r.ok and r.diagnostics == []
+    assert r.unavailable and "needs a newer Go" in r.unavailable
+    assert str(root / "go.mod") in r.unavailable

@@ -119,7 +119,7 @@ def run_tests(
         if run.returncode != 0 and not diags:
             reason = classify_unavailable(run.stderr + "".join(build_lines), ctx, toolchain)
             if reason:
-                return TestOutcome([], reason, selected, run.elapsed_ms)
+                return TestOutcome([], ws.user_facing(reason), selected, run.elapsed_ms)
         for test in failed:
             lines = [ln.rstrip("\n") for ln in outputs.get(test, [])]
             detail = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith(("=== ", "--- "))]

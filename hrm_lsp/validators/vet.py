@@ -185,9 +185,10 @@ def run_vet(text: str, ctx: PackageContext, toolchain: GoToolchain, timeout: flo
         # in this package, or the known offline messages.
         reason = classify_unavailable(run.stderr, ctx, toolchain) if run.returncode != 0 else None
         if reason:
-            return VetOutcome([], reason, run.elapsed_ms)
+            return VetOutcome([], ws.user_facing(reason), run.elapsed_ms)
         if run.returncode != 0 and not diags:
             lines = [ln for ln in run.stderr.strip().splitlines() if not ln.startswith("#")]
             tail = "\n".join(lines)[-600:] or f"exit status {run.returncode}"
-            return VetOutcome([], f"go vet failed without a diagnostic for this file: {tail}", run.elapsed_ms)
+            return VetOutcome([], ws.user_facing(f"go vet failed without a diagnostic for this file: {tail}"),
+                              run.elapsed_ms)
         return VetOutcome(diags, None, run.elapsed_ms)

@@ -107,6 +107,16 @@ class Workspace:
     user_paths: set[Path] = field(default_factory=set)  # paths Go may print for the user's file
     pkg_dir: Path | None = None
     file_name: str = ""  # base name of the user's file inside the workspace
+    modfile_copy: Path | None = None  # our copy of the user's go.mod, when -modfile is used
+    module_root: Path | None = None
+
+    def user_facing(self, message: str) -> str:
+        """Name the user's go.mod/go.sum in Go's messages instead of our temporary copies."""
+        if self.modfile_copy is None or self.module_root is None:
+            return message
+        for name in ("go.mod", "go.sum"):
+            message = message.replace(str(self.modfile_copy.parent / name), str(self.module_root / name))
+        return message
 
 
 def tmp_root() -> Path:
@@ -156,6 +166,8 @@ def prepared(text: str, ctx: PackageContext, toolchain: GoToolchain) -> Iterator
             user_paths={target, target.resolve(), edited, edited.resolve()},
             pkg_dir=ctx.pkg_dir,
             file_name=name,
+            modfile_copy=tmp / "go.mod" if (tmp / "go.mod").exists() else None,
+            module_root=ctx.module_root,
         )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -314,7 +314,12 @@ class HrmLanguageServer(LanguageServer):
         token = self.inflight.begin(key)
         self._cancel_with_request(token)
         loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(self.generation_pool, lambda: fn(*args, cancel=token, **kwargs))
+
+        def call() -> Any:
+            # Superseded while queued behind another generation: skip the work entirely.
+            return None if token.cancelled else fn(*args, cancel=token, **kwargs)
+
+        fut = loop.run_in_executor(self.generation_pool, call)
         try:
             result = await fut
         except asyncio.CancelledError:
@@ -528,7 +533,9 @@ def create_server(model_path: str | None = None) -> HrmLanguageServer:
             params.context.trigger_kind == types.CompletionTriggerKind.Invoked
         multiline = ls.settings.inline_mode == "multi" or (
             invoked and ls.settings.inline_mode == "auto")
-        comp = await ls.generate(doc, offset, multiline=multiline, plan=True)
+        # The plan costs up to max_plan_tokens of decoding: typing-time requests take the
+        # fast path (code only); invoked or multi-line ones show the plan.
+        comp = await ls.generate(doc, offset, multiline=multiline, plan=invoked or multiline)
         if comp is None or doc.version != version:
             return types.CompletionList(is_incomplete=True, items=[])
         item = builders.lsp_completion_item(comp, index, offset, ls.encoding,

@@ -38,7 +38,7 @@ def build_model(tok, seed: int = 0):
 def refine_example(engine, text: str, offset: int, body: str) -> tuple[list[int], list[int]]:
     """(context, target) ids for "Refine this function" at ``offset`` writing ``body``."""
     engine.refine_function(text, offset, max_tokens=2, time_budget_ms=60_000,
-                           max_refinement_iterations=1)
+                           max_refinement_iterations=1, stages=("syntax",))
     seen = list(engine.sessions.get(None).ids)
     context = seen[: len(seen) - seen[::-1].index(engine.id_end_plan)]  # through </PLAN>
     return context, engine.tok.encode(body) + [engine.id_eot]

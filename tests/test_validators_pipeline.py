@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -362,3 +363,18 @@ def test_module_needing_a_newer_go_is_unavailable_and_names_the_users_go_mod(tmp
     assert r.ok and r.diagnostics == []
     assert r.unavailable and "needs a newer Go" in r.unavailable
     assert str(root / "go.mod") in r.unavailable
+
+
+def test_stale_workspaces_are_swept(tmp_path: Path, monkeypatch):
+    from hrm_lsp.validators import workspace
+
+    monkeypatch.setenv("HRM_LSP_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "cache" / "tmp"
+    old, fresh = root / "ws-old", root / "ws-fresh"
+    for d in (old, fresh):
+        d.mkdir(parents=True)
+        (d / "x.go").write_text("package x\n")
+    day_ago = time.time() - workspace.STALE_SECONDS - 60
+    os.utime(old, (day_ago, day_ago))
+    assert workspace.tmp_root() == root
+    assert not old.exists() and fresh.exists()

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,10 +120,29 @@ class Workspace:
         return message
 
 
+_swept: set[str] = set()
+STALE_SECONDS = 24 * 3600
+
+
 def tmp_root() -> Path:
+    """Parent of all temporary workspaces (under the cache dir, not /tmp, so it is per user)."""
     d = paths.cache_dir() / "tmp"
     d.mkdir(parents=True, exist_ok=True)
+    if str(d) not in _swept:
+        _swept.add(str(d))
+        _sweep_stale(d)
     return d
+
+
+def _sweep_stale(d: Path) -> None:
+    """Remove workspaces a killed process left behind (once per process and directory)."""
+    cutoff = time.time() - STALE_SECONDS
+    for ws in d.glob("ws-*"):
+        try:
+            if ws.stat().st_mtime < cutoff:
+                shutil.rmtree(ws, ignore_errors=True)
+        except OSError:
+            continue
 
 
 @contextlib.contextmanager

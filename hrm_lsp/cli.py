@@ -213,8 +213,9 @@ def prepare(sources: tuple[str, ...], out: str, tokenizer: str, vocab: int, stdl
 
 # -- training ------------------------------------------------------------------------------
 @main.command()
-@click.option("--recipe", default="tiny", show_default=True,
-              help="Shipped recipe (tiny, default, seed000-mlx-4bit, seed004-rocm) or a .toml path.")
+@click.option("--recipe", default=None,
+              help="Shipped recipe (tiny, default, seed000-mlx-4bit, seed004-rocm, finetune) or a "
+                   ".toml path [default: tiny; finetune with --init].")
 @click.option("--data", "data", multiple=True, type=click.Path(path_type=str),
               help="A prepared data directory, or source directories / git repositories "
                    "(prepared into OUT/data first); repeatable.")
@@ -245,6 +246,8 @@ def train(recipe: str, data: tuple[str, ...], out: str | None, backend: str | No
     from hrm_lsp.training import errors as training_errors
     from hrm_lsp.training.run import TrainOptions
 
+    tuning = bool(init or from_default)
+    recipe = recipe or ("finetune" if tuning else "tiny")
     opts = TrainOptions(recipe=recipe, data=tuple(Path(d) for d in data),
                         out=Path(out or f"runs/{Path(recipe).stem}"), backend=backend, device=device,
                         steps=steps, overrides=overrides, resume=resume, quiet=quiet)
@@ -258,7 +261,7 @@ def train(recipe: str, data: tuple[str, ...], out: str | None, backend: str | No
             if not report.fits:
                 raise click.ClickException("this run does not fit the recipe's memory budget")
             return
-        if init or from_default:
+        if tuning:
             from hrm_lsp.training.finetune import finetune
 
             result = finetune(opts, init=None if from_default else Path(init), echo=click.echo)

@@ -58,24 +58,19 @@ def resolve_data(paths: list[Path] | tuple[Path, ...], recipe: Recipe, out_dir: 
 
 def _prepare(paths: list[Path], recipe: Recipe, out_dir: Path, tokenizer_from: Path | None = None) -> Path:
     """Prepare sources with the data package (git repositories with their history)."""
-    import dataclasses
-
     from hrm_lsp.config import ConfigError
     from hrm_lsp.data import PrepareError, PrepareOptions, prepare
 
     kwargs: dict[str, Any] = {
         "sources": tuple(str(p) for p in paths),
-        "history": recipe.data.history,
+        # History only where there is some: plain directories would be reported as skipped.
+        "history": recipe.data.history and any((p / ".git").exists() for p in paths),
         "tokenizer": recipe.data.tokenizer,
+        "refine_examples": recipe.data.refine_examples,
     }
     if recipe.data.tokenizer == "spm" and recipe.data.vocab_size:
         kwargs["vocab"] = recipe.data.vocab_size
-    fields = {f.name for f in dataclasses.fields(PrepareOptions)}
     if tokenizer_from is not None:
-        if "tokenizer_from" not in fields:
-            raise DataError("this version of the data package cannot prepare data with an existing "
-                            "tokenizer (PrepareOptions.tokenizer_from); prepare the data with the "
-                            "model's tokenizer and pass the prepared directory")
         kwargs["tokenizer_from"] = str(tokenizer_from)
     log.info("preparing %s into %s", ", ".join(map(str, paths)), out_dir)
     try:

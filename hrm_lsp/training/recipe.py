@@ -48,10 +48,13 @@ class DataSection:
     batch_size: int = 8
     fim_rate: float = 0.5
     history: bool = True  # mine git history when --data is a repository
+    refine_examples: int = 0  # refinement documents to make when preparing sources
 
     def validate(self) -> None:
         if self.seq_len < 2 or self.batch_size < 1:
             raise ConfigError("data: seq_len must be >= 2 and batch_size >= 1")
+        if self.refine_examples < 0:
+            raise ConfigError("data.refine_examples must be >= 0")
         if not 0.0 <= self.fim_rate <= 1.0:
             raise ConfigError(f"data.fim_rate: {self.fim_rate} is not in [0, 1]")
 

@@ -23,7 +23,7 @@ from hrm_lsp.config import ConfigError, apply_overrides, to_dict
 from hrm_lsp.log import get_logger
 from hrm_lsp.training import budget
 from hrm_lsp.training.checkpoint import Checkpoint, latest_checkpoint, list_checkpoints, read_state
-from hrm_lsp.training.data import TrainData, is_prepared, open_dataset, resolve_data
+from hrm_lsp.training.data import DataError, TrainData, is_prepared, open_dataset, resolve_data
 from hrm_lsp.training.distributed import Dist, from_env
 from hrm_lsp.training.loop import RunContext, RunState, evaluate, fit
 from hrm_lsp.training.metrics import MetricsLog, Progress, peak_flops
@@ -51,9 +51,21 @@ class TrainOptions:
     steps: int | None = None  # total optimiser steps of the run (None: the recipe's)
     overrides: tuple[str, ...] = ()
     resume: bool = False
-    init: Path | None = None  # checkpoint whose weights start this run (fine-tuning)
     quiet: bool = False
     command: str = field(default_factory=lambda: shlex.join(["hrm-lsp", *sys.argv[1:]]))
+
+
+@dataclass(frozen=True)
+class InitFrom:
+    """Weights a run starts from instead of a fresh model (``train --init``)."""
+
+    source: str  # what the user named (run, checkpoint or model file)
+    model_config: Any  # ModelConfig of those weights; the recipe's [model] is not used
+    weights: dict[str, Any]  # contract name -> float32 numpy array
+    tokenizer_file: Path  # the model's tokenizer: the user's code is encoded with it
+    tokenizer_kind: str
+    tokenizer_sha256: str
+    heldout_split: str = "test"  # scored before and after fine-tuning
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,9 @@ class TrainResult:
     final_eval: dict[str, float]
     checkpoint: Path | None
     num_params: int
+    heldout_before: dict[str, float] = field(default_factory=dict)
+    heldout_after: dict[str, float] = field(default_factory=dict)
+    heldout_split: str = ""
 
 
 # --- step 1: recipe -------------------------------------------------------------------------
@@ -134,7 +149,7 @@ def _sha256_file(p: Path) -> str:
 
 
 def prepare_run_dir(opts: TrainOptions, recipe: Recipe, cfg_dict: dict, ds, data_dir: Path,
-                    dist: Dist) -> Checkpoint | None:
+                    dist: Dist, init_source: str | None = None) -> Checkpoint | None:
     """Create or check the run directory; return the checkpoint to resume from, if any."""
     out = opts.out
     existing = list_checkpoints(out)
@@ -165,7 +180,7 @@ def prepare_run_dir(opts: TrainOptions, recipe: Recipe, cfg_dict: dict, ds, data
             "tokenizer_sha256": ds.tokenizer.sha256,
             "data": str(Path(data_dir).resolve()),
             "manifest_sha256": _sha256_file(Path(data_dir) / "manifest.json"),
-            "init": str(opts.init) if opts.init else None,
+            "init": init_source,
             "command": opts.command,
         }
         tmp = out / (CONFIG_FILE + ".tmp")
@@ -233,8 +248,29 @@ def restore(trainer, ck: Checkpoint, dist: Dist, metrics: MetricsLog) -> RunStat
 # --- the whole run -----------------------------------------------------------------------------
 
 
-def train(opts: TrainOptions, dist: Dist | None = None) -> TrainResult:
-    """Run ``hrm-lsp train`` as the options say; raise the family's errors for bad inputs."""
+def _load_init_weights(trainer, init: InitFrom) -> None:
+    if trainer.backend == "torch":
+        import torch
+
+        trainer.load_weights({k: torch.from_numpy(v) for k, v in init.weights.items()})
+    else:
+        trainer.load_weights(init.weights)
+
+
+def _heldout(trainer, ds, recipe: Recipe, cfg, split: str) -> tuple[dict[str, float], str]:
+    """Score on the held-out split (falls back to val when the user's code left it empty)."""
+    for name in (split, "val"):
+        if ds.num_tokens(name) > 0:
+            return evaluate(trainer, TrainData(ds, recipe, cfg.byte_features, eval_split=name)), name
+    return {}, ""
+
+
+def train(opts: TrainOptions, dist: Dist | None = None, init: InitFrom | None = None) -> TrainResult:
+    """Run ``hrm-lsp train`` as the options say; raise the family's errors for bad inputs.
+
+    With ``init``, the run starts from those weights and that model config (fine-tuning) and
+    also scores a held-out split before and after training.
+    """
     dist = dist or from_env()
     recipe = recipe_for(opts)
     progress = Progress(recipe.schedule.steps, enabled=dist.is_main and not opts.quiet)
@@ -243,17 +279,23 @@ def train(opts: TrainOptions, dist: Dist | None = None) -> TrainResult:
     # 2. data (rank 0 prepares sources; the others wait and then open the same directory)
     data_dir = Path(opts.data[0]) if len(opts.data) == 1 and is_prepared(Path(opts.data[0])) else opts.out / "data"
     if dist.is_main:
-        data_dir = resolve_data(list(opts.data), recipe, opts.out / "data")
+        data_dir = resolve_data(list(opts.data), recipe, opts.out / "data",
+                                tokenizer_from=init.tokenizer_file if init else None)
     dist.barrier()
     ds = open_dataset(data_dir, recipe)
+    if init is not None and ds.tokenizer.sha256 != init.tokenizer_sha256:
+        raise DataError(f"--data {data_dir} was prepared with another tokenizer than the model's "
+                        f"({init.source}); pass the source directories instead so they are "
+                        "prepared with the model's tokenizer")
 
     # 3. model config and budget
-    cfg = model_config_for(recipe, ds.tokenizer.vocab_size)
+    cfg = init.model_config if init else model_config_for(recipe, ds.tokenizer.vocab_size)
     report = budget.check(recipe, cfg)
     progress.message(report.summary())
 
     # 4. run directory
-    ck = prepare_run_dir(opts, recipe, cfg.to_dict(), ds, data_dir, dist)
+    ck = prepare_run_dir(opts, recipe, cfg.to_dict(), ds, data_dir, dist,
+                         init.source if init else None)
     dist.barrier()
 
     # 5. backend and state
@@ -263,11 +305,12 @@ def train(opts: TrainOptions, dist: Dist | None = None) -> TrainResult:
     if ck is not None:
         st = restore(trainer, ck, dist, metrics)
         progress.message(f"resuming {opts.out} from step {st.step}")
-    elif opts.init is not None:
-        from hrm_lsp.training.checkpoint import resolve_checkpoint
-
-        trainer.load(resolve_checkpoint(opts.init), {}, weights_only=True)
+    elif init is not None:
+        _load_init_weights(trainer, init)
     data = TrainData(ds, recipe, cfg.byte_features, dist.rank, dist.world_size)
+    before, heldout = {}, ""
+    if init is not None and dist.is_main and st.step == 0:
+        before, heldout = _heldout(trainer, ds, recipe, cfg, init.heldout_split)
 
     # 6. the loop
     peak = peak_flops(device_desc, bf16=recipe.run.bf16) if "cpu" not in device_desc.lower() else None
@@ -283,9 +326,15 @@ def train(opts: TrainOptions, dist: Dist | None = None) -> TrainResult:
                          "(pass a larger --steps to train further)")
     else:
         st = fit(trainer, data, ctx, st)
+    after = {}
     if dist.is_main:
         if not st.last_eval:
             st.last_eval = evaluate(trainer, data)
+        if before:
+            after = evaluate(trainer, TrainData(ds, recipe, cfg.byte_features, eval_split=heldout))
+            metrics.write({"step": st.step, "heldout_split": heldout,
+                           **{f"heldout_before_{k}": v for k, v in before.items()},
+                           **{f"heldout_after_{k}": v for k, v in after.items()}})
         config = json.loads((opts.out / CONFIG_FILE).read_text(encoding="utf-8"))
         write_run_card(
             opts.out, recipe, model_config=cfg.to_dict(), num_params=report.num_params,
@@ -294,10 +343,11 @@ def train(opts: TrainOptions, dist: Dist | None = None) -> TrainResult:
             steps=st.step, tokens=st.tokens, elapsed_s=st.elapsed_s,
             hardware=hardware_summary(trainer.backend, device_desc), world_size=dist.world_size,
             final_eval=st.last_eval, command=opts.command,
-            init_from=config.get("init"),
+            init_from=config.get("init"), before_eval=before or None, after_eval=after or None,
+            heldout_split=heldout,
         )
     dist.barrier()
     last = latest_checkpoint(opts.out)
     return TrainResult(opts.out, st.step, st.tokens, st.elapsed_s, st.last_eval,
-                       last.path if last else None, report.num_params)
+                       last.path if last else None, report.num_params, before, after, heldout)
 

@@ -50,6 +50,8 @@ def write_run_card(
     command: str,
     init_from: str | None = None,
     before_eval: dict[str, float] | None = None,
+    after_eval: dict[str, float] | None = None,
+    heldout_split: str = "",
 ) -> Path:
     """Write ``RUN_DIR/run_card.md`` (replacing an older one) and return its path."""
     src = recipe.source
@@ -88,13 +90,16 @@ def write_run_card(
         ]
     else:
         lines.append("(no evaluation ran)")
-    if before_eval:
+    if before_eval and after_eval:
         lines += [
             "",
-            "## Before fine-tuning (same held-out slice)",
+            f"## Fine-tuning: held-out `{heldout_split}` split of your code, before -> after",
             "",
-            f"bits per byte {before_eval['val_bpb']:.4f} -> {final_eval.get('val_bpb', float('nan')):.4f}; "
-            f"loss {before_eval['val_loss']:.4f} -> {final_eval.get('val_loss', float('nan')):.4f}",
+            "| metric | before | after |",
+            "|---|---|---|",
+            f"| loss (nats/token) | {before_eval['val_loss']:.4f} | {after_eval['val_loss']:.4f} |",
+            f"| bits per UTF-8 byte | {before_eval['val_bpb']:.4f} | {after_eval['val_bpb']:.4f} |",
+            f"| perplexity | {before_eval['val_ppl']:.2f} | {after_eval['val_ppl']:.2f} |",
         ]
     if src.claims:
         lines += ["", "## The source's claims (not measured by this run)", ""]

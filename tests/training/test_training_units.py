@@ -25,7 +25,7 @@ from hrm_lsp.training.torch_backend import module_lr_key
 
 
 def test_shipped_recipes_parse_and_record_their_source():
-    assert recipe_names() == ["default", "seed000-mlx-4bit", "seed004-rocm", "tiny"]
+    assert recipe_names() == ["default", "finetune", "seed000-mlx-4bit", "seed004-rocm", "tiny"]
     s4 = load_recipe("seed004-rocm")
     assert (s4.optim.planner_lr, s4.optim.generator_lr, s4.optim.refine_lr) == (3.6e-4, 2.4e-4, 3e-4)
     assert (s4.loss.plan_weight, s4.loss.code_weight, s4.loss.refine_weight) == (0.4, 0.4, 0.2)

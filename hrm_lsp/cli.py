@@ -208,7 +208,8 @@ def prepare(sources: tuple[str, ...], out: str, tokenizer: str, vocab: int, stdl
         raise click.UsageError(str(e)) from None
     except PrepareError as e:
         raise click.ClickException(str(e)) from None
-    Console().print(summary_table(manifest))
+    # Logs and pipes get a table wide enough not to wrap (rich assumes 80 columns there).
+    Console(width=None if sys.stdout.isatty() else 120).print(summary_table(manifest))
 
 
 # -- training ------------------------------------------------------------------------------

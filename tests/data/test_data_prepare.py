@@ -210,3 +210,16 @@ def test_cli_prepare(tmp_path: Path, go_subset: Path) -> None:
     assert r.exit_code == 1 and "no such file or directory" in r.output
     r = runner.invoke(main, ["prepare", str(go_subset), "--out", str(out), "--set", "bogus=1"])
     assert r.exit_code == 2 and "unknown key bogus" in r.output
+
+
+def test_tokenizer_from_reuses_a_model_tokenizer(tmp_path: Path, go_subset: Path, prepared_spm) -> None:
+    """Fine-tuning data must be encoded with the model's tokenizer, not a new one."""
+    src = tmp_path / "mine"
+    shutil.copytree(go_subset / "path", src)
+    m = prepare([src], tmp_path / "ft", workers=1, tokenizer="byte", refine_examples=0,
+                tokenizer_from=str(prepared_spm[0]))
+    assert m["tokenizer"]["kind"] == "spm"
+    assert m["tokenizer"]["sha256"] == prepared_spm[1]["tokenizer"]["sha256"]
+    assert Dataset(tmp_path / "ft").tokenizer.sha256 == prepared_spm[1]["tokenizer"]["sha256"]
+    with pytest.raises(PrepareError, match="--tokenizer-from"):
+        prepare([src], tmp_path / "ft2", workers=1, tokenizer_from=str(tmp_path))

@@ -132,7 +132,8 @@ def complete(location: str, model: str | None, multiline: bool, as_json: bool,
 @click.argument("source", type=click.Path(exists=True))
 @click.option("--out", "out", type=click.Path(), required=True, help="MODEL.gguf or MODEL.mlpackage")
 @click.option("--format", "fmt", type=click.Choice(["gguf", "coreml"]), default="gguf", show_default=True)
-@click.option("--float-type", type=click.Choice(["f16", "f32"]), default="f16", show_default=True,
+@click.option("--float-type", type=click.Choice(["f16", "f32", "q8_0"]), default="f16",
+              show_default=True,
               help="Embeddings and output head (GGUF); block linears are always 4-bit.")
 @click.option("--seq-len", type=click.IntRange(1, 8192), default=256, show_default=True,
               help="Core ML: the fixed sequence length of the converted forward.")

@@ -190,3 +190,16 @@ def test_coreml_conversion_and_saved_package(tiny, tmp_path):
     # 4-bit weights: the program holds int4 block-quantized constants.
     text = str(spec.mlProgram)
     assert "constexpr_blockwise_shift_scale" in text and "INT4" in text
+
+
+def test_q8_0_embeddings_round_trip(tiny, tmp_path):
+    from gguf import GGUFReader
+
+    model, tok = tiny
+    out = tmp_path / "q8.gguf"
+    model_to_gguf(model, tok, out, float_type="q8_0")
+    assert {t.name: t.tensor_type.name for t in GGUFReader(out).tensors}["embed.weight"] == "Q8_0"
+    loaded, tok2, meta = load_model(out)
+    ref = _logits(model, tok)
+    assert meta.float_type == "q8_0"
+    assert (_logits(loaded, tok2) - ref).abs().max().item() < 5e-2 * ref.abs().max().item()

@@ -45,8 +45,8 @@ KEY_TOK_DATA = f"{NS}.tokenizer.data"  # base64: one string parses fast; a u8 ar
 KEY_QUANT = f"{NS}.quant"
 KEY_FLOAT = f"{NS}.float_type"
 KEY_SOURCE = f"{NS}.source"
-FLOAT_TYPES = ("f32", "f16")
-GGML_Q4_0, GGML_Q4_1 = 2, 3
+FLOAT_TYPES = ("f32", "f16", "q8_0")
+GGML_Q4_0, GGML_Q4_1, GGML_Q8_0 = 2, 3, 8
 
 
 @dataclass(frozen=True)
@@ -171,6 +171,7 @@ def model_to_gguf(model, tokenizer, out: str | Path, *, float_type: str = "f16",
     tensors: dict[str, np.ndarray] = {}
     ggml_types: dict[str, int] = {}
     qshapes: dict[str, list[int]] = {}
+    q8shapes: dict[str, list[int]] = {}
     for name, t in sd.items():
         arr = t.detach().float().cpu().numpy()
         if name in qnames:
@@ -181,6 +182,14 @@ def model_to_gguf(model, tokenizer, out: str | Path, *, float_type: str = "f16",
                 ggml_types[name] = GGML_Q4_0 if symmetric else GGML_Q4_1
         elif arr.ndim == 2 and float_type == "f16" and _is_float_matrix(name):
             tensors[name] = arr.astype(np.float16)
+        elif (arr.ndim == 2 and float_type == "q8_0" and _is_float_matrix(name)
+              and arr.shape[1] % 32 == 0):
+            from gguf import GGMLQuantizationType
+            from gguf.quants import quantize as ggml_quantize
+
+            tensors[name] = ggml_quantize(arr, GGMLQuantizationType.Q8_0)
+            ggml_types[name] = GGML_Q8_0
+            q8shapes[name] = list(arr.shape)
         else:
             tensors[name] = arr.astype(np.float32)
     tok_bytes = tokenizer.to_bytes()
@@ -191,7 +200,7 @@ def model_to_gguf(model, tokenizer, out: str | Path, *, float_type: str = "f16",
         KEY_TOK_SHA: hashlib.sha256(tok_bytes).hexdigest(),
         KEY_TOK_DATA: base64.b64encode(tok_bytes).decode("ascii"),
         KEY_QUANT: json.dumps({"bits": 4, "group": group, "symmetric": symmetric,
-                               "tensors": qshapes}, sort_keys=True),
+                               "tensors": qshapes, "q8_0": q8shapes}, sort_keys=True),
         KEY_FLOAT: float_type,
         KEY_SOURCE: json.dumps({"source": source, "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                                time.gmtime())}),
@@ -307,6 +316,7 @@ def _load_gguf(path: Path):
                              + (f"; unexpected {', '.join(extra[:5])}" if extra else ""))
     group, symmetric = int(quant.get("group", 32)), bool(quant.get("symmetric", True))
     qshapes = quant.get("tensors", {})
+    q8shapes = quant.get("q8_0", {})
     state: dict[str, torch.Tensor] = {}
     for name, ref in expected.items():
         arr = tensors[name]
@@ -325,6 +335,15 @@ def _load_gguf(path: Path):
                                         want, group, symmetric))
             except QuantError as e:
                 raise ModelFileError(f"{path}: {name}: {e}") from None
+        elif name in q8shapes:
+            from gguf import GGMLQuantizationType
+            from gguf.quants import dequantize as ggml_dequantize
+
+            row_bytes = want[1] // 32 * 34
+            if tuple(q8shapes[name]) != want or arr.dtype != np.uint8 or arr.size != want[0] * row_bytes:
+                raise ModelFileError(f"{path}: {name}: 8-bit data does not match shape {want}")
+            w = ggml_dequantize(np.asarray(arr).reshape(want[0], row_bytes),
+                                GGMLQuantizationType.Q8_0).reshape(want)
         else:
             if tuple(arr.shape) != want:
                 raise ModelFileError(f"{path}: {name} has shape {tuple(arr.shape)}, the config needs {want}")

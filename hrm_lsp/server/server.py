@@ -584,7 +584,11 @@ def create_server(model_path: str | None = None) -> HrmLanguageServer:
         elif actions.enclosing_function_span(doc.text, offset) is not None:
             wanted.append((COMMAND_REFINE, TITLE_REFINE))
         only = params.context.only
-        if only and not any(str(types.CodeActionKind.RefactorRewrite).startswith(str(k)) for k in only):
+        # Kinds are str enums: compare their values ("refactor.rewrite"), never str(enum),
+        # and match whole dot-separated segments as the LSP spec says.
+        ours = types.CodeActionKind.RefactorRewrite.value
+        if only and not any(ours == getattr(k, "value", k) or ours.startswith(f"{getattr(k, 'value', k)}.")
+                            for k in only):
             return None
         resolve = "edit" in (ls._client_cap("text_document.code_action.resolve_support.properties") or [])
         literals = ls._client_cap("text_document.code_action.code_action_literal_support") is not None

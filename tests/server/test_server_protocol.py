@@ -189,6 +189,15 @@ async def test_code_action_without_model_explains(client: LanguageClient):
         range=types.Range(types.Position(9, 5), types.Position(9, 5)),
         context=types.CodeActionContext(diagnostics=[])))
     assert [a.title for a in acts] == ["Generate from comment"]
+    # The `only` filter (VS Code's "Refactor…" menu) matches whole kind segments.
+    for only, titles in ((["refactor.rewrite"], ["Refine this function"]),
+                         (["refactor"], ["Refine this function"]),
+                         (["quickfix"], []), (["refactor.rewr"], [])):
+        acts = await client.text_document_code_action_async(types.CodeActionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            range=types.Range(types.Position(6, 3), types.Position(6, 3)),
+            context=types.CodeActionContext(diagnostics=[], only=only)))
+        assert [a.title for a in acts or []] == titles, only
     n = len(client.messages)
     res = await client.workspace_execute_command_async(types.ExecuteCommandParams(
         command="hrm-lsp.refineFunction", arguments=[{"uri": uri, "line": 6, "character": 3}]))

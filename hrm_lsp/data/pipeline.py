@@ -290,7 +290,7 @@ def _iter_lines(path: Path) -> Iterator[str]:
 
 
 @dataclass
-class Plan_:
+class SourceSpec:
     """One unit of step 1: a source to read, with its repository name and split unit."""
 
     kind: str
@@ -341,20 +341,20 @@ class Preparer:
 
     # -- step 1 ---------------------------------------------------------------------------------
 
-    def plan_sources(self) -> list[Plan_]:
+    def plan_sources(self) -> list[SourceSpec]:
         """The ordered list of sources. History and PRs come first so that, when the same code
         appears again in a snapshot, the copy with a commit-message plan is the one kept."""
         o = self.opts
         dir_unit = o.split_by if o.split_by != "auto" else ("repo" if len(o.sources) >= 10 else "package")
         pr_unit = o.split_by if o.split_by != "auto" else "repo"
-        out: list[Plan_] = []
+        out: list[SourceSpec] = []
         if o.history:
-            out += [Plan_("git", s, unit_by=dir_unit) for s in o.sources]
-        out += [Plan_("pr", p, unit_by=pr_unit) for p in o.pr_jsonl]
+            out += [SourceSpec("git", s, unit_by=dir_unit) for s in o.sources]
+        out += [SourceSpec("pr", p, unit_by=pr_unit) for p in o.pr_jsonl]
         if o.snapshot:
-            out += [Plan_("dir", s, unit_by=dir_unit) for s in o.sources]
+            out += [SourceSpec("dir", s, unit_by=dir_unit) for s in o.sources]
         if o.stdlib:
-            out.append(Plan_("stdlib", "", "go-stdlib", "repo" if o.split_by == "repo" else "package"))
+            out.append(SourceSpec("stdlib", "", "go-stdlib", "repo" if o.split_by == "repo" else "package"))
         return out
 
     def collect(self) -> list[SourceStats]:
@@ -378,7 +378,7 @@ class Preparer:
             stats.append(s)
         return stats
 
-    def _collect_one(self, src: Plan_, st: SourceStats, fh) -> None:
+    def _collect_one(self, src: SourceSpec, st: SourceStats, fh) -> None:
         o = self.opts
         with Workers(self.workers) as pool:
             if src.kind in ("dir", "stdlib"):

@@ -16,7 +16,6 @@ import re
 from dataclasses import dataclass
 
 from hrm_lsp.data.goparse import Decl, DeclChange
-from hrm_lsp.tokenizer import symbols
 from hrm_lsp.tokenizer.base import Special
 
 MAX_STEPS = 4
@@ -210,10 +209,3 @@ def plan_for_snapshot(decls: tuple[Decl, ...] | list[Decl], package_doc: str = "
     if not steps:
         steps = ["declare package"]
     return Plan("ADD", target_of(main), tuple(s for s in steps if s)[:max_steps])
-
-
-def validate_plan(p: Plan) -> Plan:
-    """Assert the plan only uses symbols the tokenizer knows (trust inside, check once)."""
-    if p.intent not in symbols.INTENTS or p.target not in symbols.TARGETS:
-        raise ValueError(f"bad plan {p}")
-    return p

@@ -261,9 +261,8 @@ def check_git_repo(repo: Path) -> None:
 
 def _parse_commit(raw: bytes) -> tuple[list[str], str]:
     head, _, message = raw.partition(b"\n\n")
+    # The header (tree, parents, author, a gpgsig block...) ends at the first blank line.
     parents = [line.split()[1].decode() for line in head.splitlines() if line.startswith(b"parent ")]
-    if b"\ngpgsig " in head or head.startswith(b"gpgsig "):
-        pass  # signature lines are part of the header; the message is after the blank line
     return parents, message.decode("utf-8", "replace")
 
 
@@ -375,13 +374,7 @@ def iter_history(repo: Path, skips: Skips, *, max_commits: int | None = None,
                        _changed_lines(before, after))
     finally:
         cat.close()
-        revs.stdout.close() if revs.stdout else None
+        if revs.stdout:
+            revs.stdout.close()
         revs.terminate()
         revs.wait(timeout=30)
-
-
-def has_pijul() -> bool:
-    """Whether a ``pijul`` binary is on PATH (pijul repositories are then read as snapshots)."""
-    from shutil import which
-
-    return which("pijul") is not None

@@ -357,80 +357,84 @@ class Preparer:
             out.append(SourceSpec("stdlib", "", "go-stdlib", "repo" if o.split_by == "repo" else "package"))
         return out
 
-    def collect(self) -> list[SourceStats]:
-        stats = []
-        for i, src in enumerate(self.plan_sources()):
-            marker = self.work / f"collect-{i:03d}.json"
-            if marker.exists():
-                s = _read_json(marker)
+    def collect(self) -> list[dict]:
+        stats: list[dict] = []
+        pool: Workers | None = None  # one pool for all sources: starting processes is not free
+        try:
+            for i, src in enumerate(self.plan_sources()):
+                marker = self.work / f"collect-{i:03d}.json"
+                if marker.exists():
+                    stats.append(_read_json(marker))
+                    continue
+                pool = pool or Workers(self.workers)
+                st = SourceStats(src.kind, src.path)
+                out_path = self.work / f"collect-{i:03d}.jsonl"
+                with out_path.open("w", encoding="utf-8") as fh:
+                    try:
+                        self._collect_one(src, st, fh, pool)
+                    except SourceError as e:
+                        st.error = str(e)
+                        self.echo(f"skipped source {src.path or src.kind}: {e}")
+                s = st.to_json()
+                _write_json(marker, s)
                 stats.append(s)
-                continue
-            st = SourceStats(src.kind, src.path)
-            out_path = self.work / f"collect-{i:03d}.jsonl"
-            with out_path.open("w", encoding="utf-8") as fh:
-                try:
-                    self._collect_one(src, st, fh)
-                except SourceError as e:
-                    st.error = str(e)
-                    self.echo(f"skipped source {src.path or src.kind}: {e}")
-            s = st.to_json()
-            _write_json(marker, s)
-            stats.append(s)
+        finally:
+            if pool is not None:
+                pool.close()
         return stats
 
-    def _collect_one(self, src: SourceSpec, st: SourceStats, fh) -> None:
+    def _collect_one(self, src: SourceSpec, st: SourceStats, fh, pool: Workers) -> None:
         o = self.opts
-        with Workers(self.workers) as pool:
-            if src.kind in ("dir", "stdlib"):
-                root = stdlib_root() if src.kind == "stdlib" else Path(src.path)
-                st.path = str(root)
-                repo = src.repo or repo_name(root if root.is_dir() else root.parent)
-                st.repo = repo
-                files = list_go_files(root, st.skips, include_testdata=o.include_testdata,
-                                      max_bytes=o.max_file_bytes)
-                base = root if root.is_dir() else root.parent
-                tasks = ((str(p), repo, p.relative_to(base).as_posix(), src.unit_by,
-                          o.chunk_bytes, o.max_file_bytes) for p in files)
-                bar = _progress(len(files), f"{src.kind} {repo}", "file", self.progress)
-                for (docs, why, nbytes), p in zip(pool.map(_snapshot_task, tasks), files, strict=True):
-                    bar.update(1)
-                    if why:
-                        st.skips.add(why, str(p))
-                        continue
-                    st.files += 1
-                    st.bytes += nbytes
-                    self._emit(docs, st, fh)
-                bar.close()
-            elif src.kind in ("git", "pr"):
-                if src.kind == "git":
-                    root = Path(src.path)
-                    st.repo = repo_name(root) if root.is_dir() else root.name
-                    records: Iterator[tuple[ChangeRecord, int]] = iter_history(
-                        root, st.skips, max_commits=o.max_commits, since=o.since,
-                        include_testdata=o.include_testdata, max_bytes=o.max_file_bytes,
-                        name=st.repo)
-                else:
-                    from hrm_lsp.data.prs import iter_pr_jsonl
+        if src.kind in ("dir", "stdlib"):
+            root = stdlib_root() if src.kind == "stdlib" else Path(src.path)
+            st.path = str(root)
+            repo = src.repo or repo_name(root if root.is_dir() else root.parent)
+            st.repo = repo
+            files = list_go_files(root, st.skips, include_testdata=o.include_testdata,
+                                  max_bytes=o.max_file_bytes)
+            base = root if root.is_dir() else root.parent
+            tasks = ((str(p), repo, p.relative_to(base).as_posix(), src.unit_by,
+                      o.chunk_bytes, o.max_file_bytes) for p in files)
+            bar = _progress(len(files), f"{src.kind} {repo}", "file", self.progress)
+            for (docs, why, nbytes), p in zip(pool.map(_snapshot_task, tasks), files, strict=True):
+                bar.update(1)
+                if why:
+                    st.skips.add(why, str(p))
+                    continue
+                st.files += 1
+                st.bytes += nbytes
+                self._emit(docs, st, fh)
+            bar.close()
+        elif src.kind in ("git", "pr"):
+            if src.kind == "git":
+                root = Path(src.path)
+                st.repo = repo_name(root) if root.is_dir() else root.name
+                records: Iterator[tuple[ChangeRecord, int]] = iter_history(
+                    root, st.skips, max_commits=o.max_commits, since=o.since,
+                    include_testdata=o.include_testdata, max_bytes=o.max_file_bytes,
+                    name=st.repo)
+            else:
+                from hrm_lsp.data.prs import iter_pr_jsonl
 
-                    records = iter_pr_jsonl(Path(src.path), st.skips, o.max_file_bytes)
-                commits: set[str] = set()
-                bar = _progress(None, f"{src.kind} {st.repo or Path(src.path).name}", "change", self.progress)
+                records = iter_pr_jsonl(Path(src.path), st.skips, o.max_file_bytes)
+            commits: set[str] = set()
+            bar = _progress(None, f"{src.kind} {st.repo or Path(src.path).name}", "change", self.progress)
 
-                def tasks() -> Iterator[tuple]:
-                    for rec, changed in records:
-                        commits.add(rec.commit)
-                        yield (rec, changed, src.unit_by, o.chunk_bytes)
+            def tasks() -> Iterator[tuple]:
+                for rec, changed in records:
+                    commits.add(rec.commit)
+                    yield (rec, changed, src.unit_by, o.chunk_bytes)
 
-                for docs, why, nbytes, where in pool.map(_change_task, tasks()):
-                    bar.update(1)
-                    if why:
-                        st.skips.add(why, where)
-                        continue
-                    st.files += 1
-                    st.bytes += nbytes
-                    self._emit(docs, st, fh)
-                bar.close()
-                st.commits = len(commits)
+            for docs, why, nbytes, where in pool.map(_change_task, tasks()):
+                bar.update(1)
+                if why:
+                    st.skips.add(why, where)
+                    continue
+                st.files += 1
+                st.bytes += nbytes
+                self._emit(docs, st, fh)
+            bar.close()
+            st.commits = len(commits)
 
     @staticmethod
     def _emit(docs: list[dict], st: SourceStats, fh) -> None:

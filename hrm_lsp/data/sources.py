@@ -290,12 +290,18 @@ def iter_history(repo: Path, skips: Skips, *, max_commits: int | None = None,
         sp = sp if sp.is_absolute() else repo / sp
         if sp.is_file():
             shallow = set(sp.read_text().split())
+    # A subdirectory of a repository: only its history (paths from git are top-level relative).
+    top = _git(repo, "rev-parse", "--show-toplevel").stdout.decode().strip()
+    sub = os.path.relpath(repo.resolve(), Path(top).resolve()) if top else "."
+    prefix = "" if sub == "." else sub.replace(os.sep, "/") + "/"
     args = ["git", "-C", str(repo), "rev-list", "--no-merges"]
     if max_commits is not None:
         args.append(f"--max-count={max_commits}")
     if since:
         args.append(f"--since={since}")
     args.append("HEAD")
+    if prefix:
+        args += ["--", "."]
     revs = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     cat = _CatFile(repo)
     try:
@@ -332,7 +338,7 @@ def iter_history(repo: Path, skips: Skips, *, max_commits: int | None = None,
                                 new.decode("utf-8", "surrogateescape")))
             go_changes = []
             for status, old, new in changes:
-                if not new.endswith(".go"):
+                if not new.endswith(".go") or not new.startswith(prefix):
                     continue
                 parts = new.split("/")
                 if any(_skip_dir(p, include_testdata) for p in parts[:-1]):

@@ -163,3 +163,18 @@ def test_apply_patch() -> None:
         apply_patch(before, "@@ -1,1 +1,1 @@\n-x\n+y\n")
     with pytest.raises(PatchError, match="no hunks"):
         apply_patch(before, "just text")
+
+
+def test_git_history_of_a_subdirectory(tmp_path: Path) -> None:
+    from data_helpers import commit
+
+    repo = tmp_path / "mono"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    commit(repo, "add a", {"a/a.go": "package a\n\nfunc A() {}\n"}, "2024-01-01T00:00:00Z")
+    commit(repo, "add b", {"b/b.go": "package b\n\nfunc B() {}\n"}, "2024-01-02T00:00:00Z")
+    commit(repo, "fix both", {"a/a.go": "package a\n\nfunc A() { _ = 1 }\n",
+                              "b/b.go": "package b\n\nfunc B() { _ = 1 }\n"}, "2024-01-03T00:00:00Z")
+    recs = list(iter_history(repo / "b", Skips()))
+    assert [(r.message.strip(), r.path) for r, _ in recs] == [("fix both", "b/b.go"), ("add b", "b/b.go")]
+    assert len(list(iter_history(repo, Skips()))) == 4

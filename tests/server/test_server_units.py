@@ -231,3 +231,23 @@ def test_completion_item_edit_range_covers_typed_word():
     assert item.text_edit.new_text == "return 1"
     r = item.text_edit.range
     assert (r.start.line, r.start.character, r.end.line, r.end.character) == (3, 1, 3, 4)
+
+
+# -- debounce ----------------------------------------------------------------------------
+
+async def test_debounce_releases_older_waiter_when_newer_arrives():
+    import asyncio
+
+    from hrm_lsp.server.debounce import Debouncer
+
+    d = Debouncer()
+    older = asyncio.ensure_future(d.settle("doc", 60.0))  # would wait a minute
+    await asyncio.sleep(0)  # let it start waiting
+    other = asyncio.ensure_future(d.settle("other", 0.0))
+    newer = await d.settle("doc", 0.0)
+    assert newer is True and await other is True
+    assert await asyncio.wait_for(older, 10) is False  # released at once, as superseded
+    waiting = asyncio.ensure_future(d.settle("doc", 60.0))
+    await asyncio.sleep(0)
+    d.supersede("doc")  # e.g. an invoked request for the same document
+    assert await asyncio.wait_for(waiting, 10) is False

@@ -314,30 +314,31 @@ def iter_history(repo: Path, skips: Skips, *, max_commits: int | None = None,
             if raw is None:
                 skips.add("commit unreadable", f"{name}@{commit[:12]}")
                 continue
-            parents, message = _parse_commit(raw)
+            _parents, message = _parse_commit(raw)
             if commit in shallow:
                 skips.add("shallow clone boundary commit", f"{name}@{commit[:12]}")
                 continue
-            d = _git(repo, "diff-tree", "-r", "-M", "--no-commit-id", "--name-status", "-z",
-                     "--root", commit)
+            d = _git(repo, "diff-tree", "-r", "-M", "--no-commit-id", "--raw", "-z", "--root", commit)
             if d.returncode != 0:
                 skips.add("diff failed", f"{name}@{commit[:12]}")
                 continue
+            # --raw -z: ":oldmode newmode oldsha newsha STATUS\0path\0" (+ "\0newpath" for R/C)
             fields = d.stdout.split(b"\0")
-            changes: list[tuple[str, str, str]] = []  # status, old path, new path
+            changes: list[tuple[str, str, str, str, str, str]] = []
             i = 0
-            while i < len(fields) and fields[i]:
-                status = fields[i].decode()
+            while i < len(fields) and fields[i].startswith(b":"):
+                _om, new_mode, old_sha, new_sha, status = fields[i][1:].decode().split()
                 if status[0] in "RC":
                     old, new = fields[i + 1], fields[i + 2]
                     i += 3
                 else:
                     old = new = fields[i + 1]
                     i += 2
-                changes.append((status[0], old.decode("utf-8", "surrogateescape"),
+                changes.append((status[0], new_mode, old_sha, new_sha,
+                                old.decode("utf-8", "surrogateescape"),
                                 new.decode("utf-8", "surrogateescape")))
             go_changes = []
-            for status, old, new in changes:
+            for status, mode, old_sha, new_sha, _old, new in changes:
                 if not new.endswith(".go") or not new.startswith(prefix):
                     continue
                 parts = new.split("/")
@@ -347,14 +348,17 @@ def iter_history(repo: Path, skips: Skips, *, max_commits: int | None = None,
                 if status == "D":
                     skips.add("file deleted", f"{name}@{commit[:12]}:{new}")
                     continue
-                go_changes.append((status, old, new))
+                if mode not in ("100644", "100755"):
+                    skips.add("symlink or submodule", f"{name}@{commit[:12]}:{new}")
+                    continue
+                go_changes.append((status, old_sha, new_sha, new))
             if len(go_changes) > max_files_per_commit:
                 skips.add("huge commit (files beyond the per-commit limit)", f"{name}@{commit[:12]}",
                           len(go_changes) - max_files_per_commit)
                 go_changes = go_changes[:max_files_per_commit]
-            for status, old, new in go_changes:
+            for status, old_sha, new_sha, new in go_changes:
                 where = f"{name}@{commit[:12]}:{new}"
-                after_b = cat.get(f"{commit}:{new}")
+                after_b = cat.get(new_sha)  # blobs by id: no path quoting issues
                 if after_b is None:
                     skips.add("blob missing", where)
                     continue
@@ -363,8 +367,8 @@ def iter_history(repo: Path, skips: Skips, *, max_commits: int | None = None,
                     skips.add(why, where)
                     continue
                 before = ""
-                if status != "A" and parents:
-                    before_b = cat.get(f"{parents[0]}:{old}")
+                if status != "A" and set(old_sha) != {"0"}:
+                    before_b = cat.get(old_sha)
                     if before_b is None:
                         skips.add("blob missing", where)
                         continue

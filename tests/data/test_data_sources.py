@@ -175,6 +175,10 @@ def test_git_history_of_a_subdirectory(tmp_path: Path) -> None:
     commit(repo, "add b", {"b/b.go": "package b\n\nfunc B() {}\n"}, "2024-01-02T00:00:00Z")
     commit(repo, "fix both", {"a/a.go": "package a\n\nfunc A() { _ = 1 }\n",
                               "b/b.go": "package b\n\nfunc B() { _ = 1 }\n"}, "2024-01-03T00:00:00Z")
-    recs = list(iter_history(repo / "b", Skips()))
+    (repo / "b" / "link.go").symlink_to("b.go")  # a symlink blob holds a path, not Go
+    commit(repo, "link", {}, "2024-01-04T00:00:00Z")
+    skips = Skips()
+    recs = list(iter_history(repo / "b", skips))
+    assert skips.counts["symlink or submodule"] == 1
     assert [(r.message.strip(), r.path) for r, _ in recs] == [("fix both", "b/b.go"), ("add b", "b/b.go")]
     assert len(list(iter_history(repo, Skips()))) == 4

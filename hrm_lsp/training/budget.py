@@ -8,6 +8,7 @@ fit (``--dry-run`` prints the same report without data).
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from hrm_lsp.training.recipe import Recipe
 
 

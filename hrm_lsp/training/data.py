@@ -146,7 +146,7 @@ class TrainData:
     def target_bytes(self, t: Targets) -> int:
         """UTF-8 bytes of the decoded non-pad targets (the denominator of bits per byte)."""
         n = 0
-        for row, real in zip(t.targets, t.plan_mask | t.code_mask):
+        for row, real in zip(t.targets, t.plan_mask | t.code_mask, strict=True):
             n += len(self.tok.decode(row[real].tolist()).encode("utf-8"))
         return n
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from hrm_lsp.config import apply_overrides
 from hrm_lsp.paths import default_model_path
-from hrm_lsp.training.recipe import _recipe_mapping, recipe_from_dict
+from hrm_lsp.training.recipe import recipe_from_dict, recipe_mapping
 from hrm_lsp.training.run import InitFrom, RunError, TrainOptions, TrainResult, train
 
 DEFAULT_RECIPE = "finetune"
@@ -87,7 +87,7 @@ def finetune(opts: TrainOptions, init: Path | None, echo: Callable[[str], None] 
 
     # The recipe's data must be encoded with the model's tokenizer and fit its context.
     cfg = start.model_config
-    mapping = apply_overrides(_recipe_mapping(opts.recipe), list(opts.overrides))
+    mapping = apply_overrides(recipe_mapping(opts.recipe), list(opts.overrides))
     data = mapping.setdefault("data", {})
     data["tokenizer"] = start.tokenizer_kind
     data["seq_len"] = min(int(data.get("seq_len", 512)), cfg.max_seq_len)

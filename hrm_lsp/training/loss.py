@@ -112,7 +112,6 @@ def torch_loss(logits, refine_logit, batch: dict, cfg: LossSection):
 
     ``batch`` holds the Targets fields as tensors on the model's device.
     """
-    import torch
     import torch.nn.functional as F
 
     B, T, V = logits.shape

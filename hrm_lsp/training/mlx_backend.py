@@ -26,7 +26,13 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
-from hrm_lsp.training.checkpoint import MODEL_FILE, OPTIM_FILE, Checkpoint, CheckpointError, load_tensors
+from hrm_lsp.training.checkpoint import (
+    MODEL_FILE,
+    OPTIM_FILE,
+    Checkpoint,
+    CheckpointError,
+    load_tensors,
+)
 from hrm_lsp.training.loss import Targets
 from hrm_lsp.training.recipe import LossSection, Recipe
 from hrm_lsp.training.torch_backend import module_lr_key
@@ -134,7 +140,7 @@ class MLXTrainer:
         # stream from a key derived from (run seed, step): a resumed run continues exactly.
         mx.random.seed(self.recipe.run.seed * 1_000_003 + self.steps_done)
         self.steps_done += 1
-        for o, peak in zip(self.optimizer.optimizers, self.peaks):
+        for o, peak in zip(self.optimizer.optimizers, self.peaks, strict=True):
             o.learning_rate = peak * lr_scale
         total, sums = None, {}
         for t, feats in micro:

@@ -167,7 +167,8 @@ def recipe_names() -> list[str]:
     return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".toml"))
 
 
-def _recipe_mapping(name_or_path: str) -> dict[str, Any]:
+def recipe_mapping(name_or_path: str) -> dict[str, Any]:
+    """The raw TOML mapping of a shipped recipe name or a recipe file path."""
     p = Path(name_or_path)
     if p.suffix == ".toml" or p.exists():
         return read_toml(p)
@@ -183,7 +184,7 @@ def _recipe_mapping(name_or_path: str) -> dict[str, Any]:
 
 def load_recipe(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Load a shipped recipe by name (or a TOML path) and apply ``--set`` overrides."""
-    data = apply_overrides(_recipe_mapping(name_or_path), list(overrides))
+    data = apply_overrides(recipe_mapping(name_or_path), list(overrides))
     return recipe_from_dict(data)
 
 

@@ -27,7 +27,7 @@ from hrm_lsp.training.data import DataError, TrainData, is_prepared, open_datase
 from hrm_lsp.training.distributed import Dist, from_env
 from hrm_lsp.training.loop import RunContext, RunState, evaluate, fit
 from hrm_lsp.training.metrics import MetricsLog, Progress, peak_flops
-from hrm_lsp.training.recipe import Recipe, load_recipe, recipe_from_dict
+from hrm_lsp.training.recipe import Recipe, recipe_from_dict, recipe_mapping
 from hrm_lsp.training.runcard import hardware_summary, write_run_card
 
 log = get_logger(__name__)
@@ -91,9 +91,7 @@ def recipe_for(opts: TrainOptions) -> Recipe:
         saved = json.loads((opts.out / CONFIG_FILE).read_text(encoding="utf-8"))["recipe"]
         data = apply_overrides(saved, list(opts.overrides))
     else:
-        from hrm_lsp.training.recipe import _recipe_mapping
-
-        data = apply_overrides(_recipe_mapping(opts.recipe), list(opts.overrides))
+        data = apply_overrides(recipe_mapping(opts.recipe), list(opts.overrides))
     if opts.backend:
         data.setdefault("run", {})["backend"] = opts.backend
     if opts.device:

@@ -79,7 +79,7 @@ def test_warmup_then_cosine_to_the_floor():
     assert lr_scale(60, s) == pytest.approx(0.1 + 0.9 * 0.5)
     assert lr_scale(110, s) == pytest.approx(0.1) and lr_scale(500, s) == pytest.approx(0.1)
     vals = [lr_scale(i, s) for i in range(10, 111)]
-    assert all(a >= b for a, b in zip(vals, vals[1:]))
+    assert all(a >= b for a, b in zip(vals[:-1], vals[1:], strict=True))
 
 
 def _ids(tok, *parts):
@@ -97,7 +97,7 @@ def test_plan_and_refinement_targets_come_from_ids():
     ids = np.array([doc + [0, 0]])
     t = make_targets(ids, sym)
     names = [tok.decode([i]) for i in ids[0, 1:]]
-    plan_targets = [n for n, m in zip(names, t.plan_mask[0]) if m]
+    plan_targets = [n for n, m in zip(names, t.plan_mask[0], strict=True) if m]
     assert plan_targets == ["<INTENT:FIX>", "<STEP>", "a", "b", "</PLAN>"]  # <PLAN> is input 0
     assert not (t.plan_mask & t.code_mask).any()
     assert t.n_tokens == len(doc) - 1  # pads are no target

@@ -14,6 +14,7 @@ read the same thing; ``Dataset.tokenizer.features(b.ids)`` gives the byte-mode f
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -212,9 +213,10 @@ class Dataset:
         """Tokens [begin, begin + n) of the endless stream."""
         out = np.empty(n, dtype=np.int32)
         filled = 0
-        e = 0
-        while self._epoch_start(sp, key, e + 1) <= begin:
-            e += 1
+        starts = self._epoch_starts.setdefault(key, [0])
+        while starts[-1] <= begin:  # epoch lengths differ (FIM adds tokens), so extend lazily
+            self._epoch_start(sp, key, len(starts))
+        e = bisect.bisect_right(starts, begin) - 1
         pos = begin
         while filled < n:
             base = self._epoch_start(sp, key, e)

@@ -41,10 +41,12 @@ class Batch:
 
     @property
     def inputs(self) -> np.ndarray:
+        """Model inputs, [B, seq_len]."""
         return self.ids[:, :-1]
 
     @property
     def targets(self) -> np.ndarray:
+        """Next-token targets, [B, seq_len]."""
         return self.ids[:, 1:]
 
 
@@ -154,9 +156,11 @@ class Dataset:
         return self._splits[name]
 
     def num_tokens(self, split: str) -> int:
+        """Tokens stored for ``split`` (before FIM)."""
         return self.split(split).tokens
 
     def num_documents(self, split: str) -> int:
+        """Documents stored for ``split``."""
         return len(self.split(split))
 
     def document(self, split: str, i: int) -> np.ndarray:

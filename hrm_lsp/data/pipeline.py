@@ -151,6 +151,7 @@ class Workers:
             initializer(*initargs)
 
     def map(self, fn: Callable, items: Iterable, batch: int = BATCH) -> Iterator:
+        """``map(fn, items)`` in order, holding at most ``batch`` items per worker at a time."""
         buf: list = []
         for item in items:
             buf.append(item)
@@ -166,6 +167,7 @@ class Workers:
         return self._pool.map(fn, items, chunksize=max(1, len(items) // (4 * self.n)))
 
     def close(self) -> None:
+        """Stop the worker processes."""
         if self._pool is not None:
             self._pool.shutdown()
 
@@ -358,6 +360,7 @@ class Preparer:
         return out
 
     def collect(self) -> list[dict]:
+        """Step 1: every source -> work/collect-NNN.jsonl (+ its stats as a marker)."""
         stats: list[dict] = []
         pool: Workers | None = None  # one pool for all sources: starting processes is not free
         try:
@@ -445,6 +448,7 @@ class Preparer:
     # -- step 2 ---------------------------------------------------------------------------------
 
     def split(self, n_sources: int) -> dict:
+        """Step 2: assign units to splits, drop duplicates -> work/{split}.jsonl."""
         marker = self.work / "split.json"
         if marker.exists():
             return _read_json(marker)
@@ -499,6 +503,7 @@ class Preparer:
     # -- step 3 ---------------------------------------------------------------------------------
 
     def refine(self, split_stats: dict) -> dict:
+        """Step 3: refinement documents -> work/{split}.refine.jsonl."""
         marker = self.work / "refine.json"
         if marker.exists():
             return _read_json(marker)
@@ -546,6 +551,7 @@ class Preparer:
     # -- step 4 ---------------------------------------------------------------------------------
 
     def train_tokenizer(self, split_stats: dict) -> Tokenizer:
+        """Step 4: fit (or load, with tokenizer_from) the tokenizer; written beside the shards."""
         o = self.opts
         if o.tokenizer_from:
             try:
@@ -590,6 +596,7 @@ class Preparer:
     # -- step 5 ---------------------------------------------------------------------------------
 
     def encode(self, tok: Tokenizer, split_stats: dict, refine_stats: dict) -> dict:
+        """Step 5: documents -> ids -> shards, checkpointed so a rerun continues."""
         from hrm_lsp.data.shards import ShardState, ShardWriter, dtype_for
 
         dtype = dtype_for(tok.vocab_size)

@@ -174,7 +174,7 @@ def list_go_files(root: Path, skips: Skips, *, include_testdata: bool = False,
                 continue
             p = Path(dirpath) / name
             if visible is not None:
-                rel = os.path.relpath(p, top)
+                rel = Path(os.path.relpath(p, top)).as_posix()  # git lists with "/"
                 if rel not in visible:
                     skips.add("ignored by .gitignore", str(p))
                     continue

@@ -242,7 +242,8 @@ class HrmLanguageServer(LanguageServer):
         if self._client_cap("window.work_done_progress"):
             token = f"hrm-lsp/load/{uuid.uuid4().hex[:8]}"
             try:
-                await self.work_done_progress.create_async(token)
+                # A client that never answers must not keep the model from loading.
+                await asyncio.wait_for(self.work_done_progress.create_async(token), 10)
                 self.work_done_progress.begin(token, types.WorkDoneProgressBegin(
                     title="hrm-lsp", message=f"loading model {path.name}", cancellable=False))
             except Exception as e:
@@ -426,12 +427,14 @@ class _Progress:
         self.server = server
         self.token = f"hrm-lsp/{uuid.uuid4().hex[:8]}" if enabled else None
         self.loop = asyncio.get_running_loop()
+        self.done = False
         if self.token is not None:
             token = self.token
 
             def created(_: Any) -> None:
-                server.work_done_progress.begin(token, types.WorkDoneProgressBegin(
-                    title=title, cancellable=False))
+                if not self.done:  # the client may answer after the work already ended
+                    server.work_done_progress.begin(token, types.WorkDoneProgressBegin(
+                        title=title, cancellable=False))
 
             try:
                 server.work_done_progress.create(token, created)
@@ -453,6 +456,7 @@ class _Progress:
 
     def finish(self) -> None:
         """End the progress (only if the client created it)."""
+        self.done = True
         if self.token is not None and self.token in self.server.work_done_progress.tokens:
             self.server.work_done_progress.end(self.token, types.WorkDoneProgressEnd())
 

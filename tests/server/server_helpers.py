@@ -93,5 +93,6 @@ def make_client():
             return conv.structure(obj, types.Command)
         return conv.structure(obj, types.CodeAction)
 
-    conv.register_structure_hook(Union[types.Command, types.CodeAction], command_or_action)
+    conv.register_structure_hook(Union[types.Command, types.CodeAction],  # noqa: UP007 - cattrs keys on typing.Union
+                                 command_or_action)
     return client

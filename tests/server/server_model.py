@@ -29,7 +29,8 @@ def train_tokenizer(stdlib_src: Path, vocab_size: int = 400):
 
 def build_model(tok, seed: int = 0):
     """The tiny preset with a 1024-token window (room for multi-line code actions)."""
-    from hrm_lsp.model import build_model as build, preset
+    from hrm_lsp.model import build_model as build
+    from hrm_lsp.model import preset
 
     torch.manual_seed(seed)
     return build(preset("tiny", vocab_size=tok.vocab_size, max_seq_len=1024))
@@ -62,7 +63,10 @@ def teach(model, examples: list[tuple[list[int], list[int]]], steps: int = 300) 
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     batch = [(torch.tensor([c + t], dtype=torch.long), len(c)) for c, t in examples]
-    for step in range(steps):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a model this small trains faster on one thread of a busy CPU
+    step = 0
+    for step in range(steps):  # noqa: B007 - the count is the return value
         losses, learned = [], True
         for ids, n in batch:
             logits = model(ids[:, :-1]).logits[0, n - 1:]
@@ -77,6 +81,7 @@ def teach(model, examples: list[tuple[list[int], list[int]]], steps: int = 300) 
         opt.zero_grad()
         torch.stack(losses).sum().backward()
         opt.step()
+    torch.set_num_threads(threads)
     model.eval()
     return step
 

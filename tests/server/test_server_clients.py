@@ -9,7 +9,6 @@ import pytest
 import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
-
 from server_helpers import GO_SOURCE, SERVER_CMD, change, make_client, open_doc, status
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"),

@@ -12,7 +12,6 @@ import sys
 import threading
 
 import pytest
-
 from server_helpers import SERVER_CMD
 
 

@@ -17,14 +17,20 @@ import pytest
 import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+from server_helpers import GO_SOURCE, SERVER_CMD, change, make_client, open_doc, status, wait_for
+from server_model import (
+    build_model,
+    completion_example,
+    refine_example,
+    teach,
+    train_tokenizer,
+    write_model,
+)
 
 from hrm_lsp.inference import Plan
 from hrm_lsp.inference.engine import Engine
 from hrm_lsp.server.positions import LineIndex
 from hrm_lsp.validators import validate
-from server_helpers import GO_SOURCE, SERVER_CMD, change, make_client, open_doc, status, wait_for
-from server_model import (build_model, completion_example, refine_example, teach,
-                          train_tokenizer, write_model)
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 
@@ -153,6 +159,12 @@ async def test_code_action_edit_passes_gofmt_and_vet(client: LanguageClient):
     assert [a.title for a in acts] == ["Refine this function"]
     resolved = await client.code_action_resolve_async(acts[0])
     assert resolved.edit is not None
+    # Progress while it ran: begin with the action's title, reports from the engine, end.
+    refine_progress = await wait_for(lambda: [
+        r for r in client.progress_reports.values()
+        if r and r[0].kind == "begin" and r[0].title == "Refine this function"
+        and r[-1].kind == "end"], what="refine progress")
+    assert any(x.kind == "report" and "Count" in (x.message or "") for x in refine_progress[0])
     after = apply_edit(GO_SOURCE, resolved.edit, uri)
     assert BODY in after and after.count("func Count") == 1
     result = validate(after, stages=("syntax", "gofmt", "vet"))
@@ -233,7 +245,7 @@ async def test_randomized_mixed_requests(client: LanguageClient):
     ident = types.TextDocumentIdentifier(uri=uri)
     pending = []
     snippets = ["x", "😀", "\n", "\r\n", "é", "func ", "{}", "", "\t// 中文\n"]
-    for i in range(300):
+    for _ in range(300):
         kind = rng.random()
         idx = LineIndex(text)
         if kind < 0.4:

@@ -15,8 +15,17 @@ import pytest
 import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
-
-from server_helpers import GO_SOURCE, SERVER_CMD, change, make_client, frame, open_doc, send_raw, status, wait_for
+from server_helpers import (
+    GO_SOURCE,
+    SERVER_CMD,
+    change,
+    frame,
+    make_client,
+    open_doc,
+    send_raw,
+    status,
+    wait_for,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -16,7 +16,6 @@ from hrm_lsp.server.positions import UTF8, UTF16, UTF32, LineIndex, Pos, choose_
 from hrm_lsp.server.settings import Settings, parse_settings
 from hrm_lsp.validators import validate
 
-
 # -- positions ---------------------------------------------------------------------------
 
 def test_astral_character_in_each_encoding():

@@ -513,10 +513,12 @@ class Preparer:
         total = sum(split_stats["splits"][s].get("documents", 0) for s in SPLITS)
         if n and total:
             bar = _progress(n, "refinement examples", "doc", self.progress)
+            sizes = {s: split_stats["splits"][s].get("documents", 0) for s in SPLITS}
+            wants = {s: n * sizes[s] // total for s in SPLITS}
+            wants["train"] += n - sum(wants.values())  # the rounding remainder
             with Workers(self.workers) as pool:
                 for s in SPLITS:
-                    docs = split_stats["splits"][s].get("documents", 0)
-                    want = round(n * docs / total)
+                    docs, want = sizes[s], wants[s]
                     if not want:
                         continue
                     # Try up to 3x the wanted count (some code has no corruption gofmt catches).
@@ -575,7 +577,7 @@ class Preparer:
             texts = (Document.from_json(json.loads(line)).text()
                      for k, line in enumerate(self._split_docs("train")) if k % stride == 0)
             self.echo(f"training SentencePiece BPE (vocab {o.vocab}) on the train split"
-                      + (f" (every {stride}th document)" if stride > 1 else ""))
+                      + (f" (1 document in {stride})" if stride > 1 else ""))
             try:
                 tok = train_spm(texts, o.vocab, threads=self.workers, seed=o.seed)
             except TokenizerError as e:

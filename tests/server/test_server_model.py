@@ -179,6 +179,30 @@ async def test_code_action_edit_passes_gofmt_and_vet(client: LanguageClient):
     assert client.applied[-1].label == "Refine this function"
 
 
+async def test_generate_from_comment_fills_the_empty_body(client: LanguageClient):
+    uri = "file:///tmp/model/generate.go"
+    open_doc(client, uri, GO_SOURCE)
+    comment = pos_of(GO_SOURCE, GO_SOURCE.index("Count returns"))
+    acts = await client.text_document_code_action_async(types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), range=types.Range(comment, comment),
+        context=types.CodeActionContext(diagnostics=[])))
+    assert [a.title for a in acts] == ["Generate from comment"]
+    edit = await client.workspace_execute_command_async(types.ExecuteCommandParams(
+        command="hrm-lsp.generateFromComment",
+        arguments=[uri, {"line": comment.line, "character": comment.character}]))
+    assert edit is not None
+    after = apply_edit(GO_SOURCE, _structure_edit(client, edit), uri)
+    assert BODY in after
+    assert validate(after, stages=("syntax", "gofmt", "vet")).ok
+
+
+def _structure_edit(client: LanguageClient, raw) -> types.WorkspaceEdit:
+    """executeCommand results arrive as plain JSON; structure them like a client would."""
+    if isinstance(raw, types.WorkspaceEdit):
+        return raw
+    return client.protocol._converter.structure(raw, types.WorkspaceEdit)
+
+
 async def reconfigure(client: LanguageClient, model_file, **changes) -> None:
     """Change settings the way VS Code does (didChangeConfiguration, then the server pulls)."""
     settings = {**SETTINGS, "modelPath": str(model_file), **changes}

@@ -185,6 +185,28 @@ async def test_did_change_configuration_applies(client: LanguageClient):
     assert s["settings"]["max_tokens"] == 48  # default, not -5
 
 
+async def test_corrupt_model_file_is_reported_and_server_stays_up(client: LanguageClient,
+                                                                   tmp_path_factory):
+    bad = tmp_path_factory.mktemp("corrupt") / "model.gguf"
+    bad.write_bytes(b"GGUF" + bytes(range(256)) * 4)  # the magic, then garbage
+    n = len(client.messages)
+    client.set_configuration({"modelPath": str(bad)}, section="hrmLsp")
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
+    msg = await wait_for(lambda: [m for m in client.messages[n:] if str(bad) in m.message
+                                  and m.type == types.MessageType.Error], what="corrupt-model message")
+    assert "could not load model" in msg[0].message
+    st = await status(client)
+    assert st["model"]["state"] == "failed" and st["model"]["path"] == str(bad)
+    res = await client.text_document_completion_async(types.CompletionParams(
+        text_document=types.TextDocumentIdentifier(uri="file:///tmp/demo/a.go"),
+        position=types.Position(0, 0)))
+    assert not res.items
+    client.set_configuration({"modelPath": MISSING}, section="hrmLsp")
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
+    await settings_where(client, lambda s: s["model"]["path"] == MISSING
+                         and s["model"]["state"] == "failed")
+
+
 async def test_code_action_without_model_explains(client: LanguageClient):
     uri = "file:///tmp/demo/act.go"
     open_doc(client, uri, GO_SOURCE)

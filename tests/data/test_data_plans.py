@@ -156,3 +156,15 @@ def test_plan_for_change_with_no_message_and_no_names() -> None:
     change = goparse.diff_declarations("", "package x\n\nvar v = 1\n")
     plan = plan_for_change("", change, 3)
     assert plan.intent == "ADD" and plan.steps == ("add var v",)
+
+
+def test_plan_layout_is_the_one_inference_writes_and_parses() -> None:
+    """Training documents and inference prompts must put plans into the same tokens."""
+    from hrm_lsp.data.plans import Plan
+    from hrm_lsp.inference.plan import parse_plan, plan_parts
+    from hrm_lsp.inference.types import Plan as InferencePlan
+
+    plan = Plan("FIX", "type", ("fix off-by-one in Sum", "handle empty input"))
+    assert plan.parts() == plan_parts(InferencePlan(plan.intent, plan.target, plan.steps))
+    parsed = parse_plan("".join(plan.parts()))
+    assert (parsed.intent, parsed.target, parsed.steps) == (plan.intent, plan.target, plan.steps)

@@ -139,8 +139,7 @@ def test_warm_equals_cold_while_typing(tiny, engine):
         assert cold.timings.reused_tokens == 0
         if i:
             # Typing one character reuses everything but the last token or two.
-            assert warm.timings.reused_tokens >= warm.timings.reused_tokens + warm.timings.prefill_tokens - 3
-            assert warm.timings.prefill_tokens <= 3
+            assert warm.timings.prefill_tokens <= 3 < warm.timings.reused_tokens
 
 
 def test_fim_uses_the_suffix(tiny):
@@ -228,19 +227,16 @@ def test_loop_stops_when_the_refinement_head_is_confident():
     assert out.stop in ("confident", "pass") and out.iterations == 1
 
 
-def test_engine_returns_gofmt_output_when_only_formatting_differs(engine):
-    # A comment line accepts whatever the model writes; gofmt may still rewrite spacing.
-    doc = "package demo\n\n// Sum adds  \nfunc Sum(a, b int) int { return a+b }\n"
+def test_engine_loop_stops_early_on_pass(engine):
+    # At the end of a comment line any text the model writes is valid Go: the first
+    # candidate passes and the loop stops there.
+    doc = "package demo\n\n// Sum adds\nfunc Sum(a, b int) int { return a + b }\n"
     off = doc.index("adds") + len("adds")
     comp = engine.complete(req(doc, off, refine=True, stages=("syntax", "gofmt"),
                                max_refinement_iterations=3))
-    assert comp.validation.ok and comp.iterations == 1  # passes at once: stopped early
-    from hrm_lsp.inference.refine import formatted_middle
-
-    v = validate(doc[:off] + "x := 1" + doc[off:], stages=("syntax", "gofmt"))
-    assert v.ok  # only formatting (the func body) differs -> "info", not a failure
-    assert formatted_middle(doc, off, "x:=1", validate(doc[:off] + "x:=1" + doc[off:],
-                                                      stages=("syntax", "gofmt"))) is None
+    assert comp.validation.ok and comp.iterations == 1
+    assert "refinement stopped: pass" in comp.notes
+    assert comp.history[0]["ok"] is True
 
 
 def test_formatted_candidate_is_returned():
@@ -327,3 +323,14 @@ def test_complete_command_errors(model_file, tmp_path):
     assert res.exit_code == 1 and "truncated" in res.output and "Traceback" not in res.output
     res = r.invoke(main, ["complete", f"{f}:1:1", "--model", str(tmp_path / "none.gguf")])
     assert res.exit_code == 1 and "no such model file" in res.output
+
+
+def test_complete_without_a_model_says_what_to_do(tmp_path):
+    from hrm_lsp.paths import default_model_path
+
+    if default_model_path().exists():
+        pytest.skip("a default model is installed in this checkout")
+    f = _module(tmp_path)
+    res = CliRunner().invoke(main, ["complete", f"{f}:1:1"])
+    assert res.exit_code == 1
+    assert "is not installed" in res.output and "--model" in res.output

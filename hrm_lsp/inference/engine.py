@@ -76,6 +76,9 @@ class Engine:
         self.id_plan, self.id_end_plan = sp["<PLAN>"], sp["</PLAN>"]
         self.id_eot, self.id_validate = sp[symbols.EOT], sp["<VALIDATE>"]
         self._banned = torch.tensor([tokenizer.pad_id], device=self.device)
+        # Tokens that cannot be part of a plan end it (a weak model may skip </PLAN>).
+        self._plan_enders = frozenset({self.id_eot, self.id_plan, sp["<FIM_PREFIX>"],
+                                       sp["<FIM_SUFFIX>"], sp["<FIM_MIDDLE>"]})
 
     @property
     def device(self) -> torch.device:
@@ -86,6 +89,9 @@ class Engine:
         """Load a GGUF file (or run directory/checkpoint); ModelFileError when unusable.
 
         ``None`` means the shipped default model (``hrm_lsp.paths.default_model_path()``).
+        On CPU, generation uses one torch thread unless ``threads`` is given: measured on the
+        2-core machine, batch-1 decoding with two threads was several times slower whenever
+        anything else ran (docs/benchmarks.md, "Inference").
         """
         from hrm_lsp.device import DeviceError, resolve_device
         from hrm_lsp.export.gguf import load_model
@@ -103,6 +109,8 @@ class Engine:
         except DeviceError as e:
             raise ModelFileError(str(e)) from None
         model, tok, meta = load_model(model_path, device=dev)
+        if dev == "cpu":
+            kwargs.setdefault("threads", 1)
         return cls(model, tok, meta, **kwargs)
 
     # -----------------------------------------------------------------------------------
@@ -255,9 +263,7 @@ class Engine:
             if nxt == self.id_end_plan:
                 reason = "end"
                 break
-            if nxt in (self.id_eot, self.id_plan) or nxt in (self.tok.id_of("<FIM_PREFIX>"),
-                                                             self.tok.id_of("<FIM_SUFFIX>"),
-                                                             self.tok.id_of("<FIM_MIDDLE>")):
+            if nxt in self._plan_enders:
                 reason = "end"
                 break
             out.append(nxt)

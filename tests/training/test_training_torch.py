@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -138,3 +139,42 @@ def test_ddp_two_gloo_ranks(byte_data: Path, tmp_path: Path):
     steps = [m["step"] for m in read_metrics(out / "metrics.jsonl") if "loss" in m]
     assert steps == [2, 4, 6]
     assert [c.step for c in list_checkpoints(out)] == [3, 6]
+
+
+def _step_losses(run: Path) -> list[float]:
+    return [m["loss"] for m in read_metrics(run / "metrics.jsonl") if "loss" in m]
+
+
+def test_switches_checkpointing_accumulation_qat_full_gradient(byte_data: Path, tmp_path: Path):
+    """Gradient checkpointing recomputes, it must not change a single number; accumulation,
+    4-bit QAT and full (TRM) gradients train (validation loss falls within a few steps)."""
+    common = ("run.eval_every=100", "run.log_every=1", "run.eval_batches=1")
+    base = tmp_path / "base"
+    train(opts(byte_data, base, 4, *common))
+    ckpt = tmp_path / "ckpt"
+    train(opts(byte_data, ckpt, 4, *common, "run.grad_checkpointing=true"))
+    assert _step_losses(ckpt) == _step_losses(base)
+    assert read_state(latest_checkpoint(ckpt))["model_config"]["grad_checkpointing"] is True
+
+    for name, extra in (("qat", ("run.qat=true",)), ("full", ("model.overrides.grad_mode=full",)),
+                        ("accum", ("data.batch_size=4", "optim.grad_accum=2"))):
+        run = tmp_path / name
+        train(opts(byte_data, run, 6, *common, *extra, "schedule.warmup_steps=0"))
+        assert len(_step_losses(run)) == 6 and all(np.isfinite(_step_losses(run))), name
+        evals = [m["val_loss"] for m in read_metrics(run / "metrics.jsonl") if "val_loss" in m]
+        assert evals[-1] < evals[0] - 0.5, (name, evals)
+    assert read_state(latest_checkpoint(tmp_path / "accum"))["tokens"] == 6 * 4 * 64 * 2
+    assert read_state(latest_checkpoint(tmp_path / "qat"))["model_config"]["qat_bits"] == 4
+    assert read_state(latest_checkpoint(tmp_path / "full"))["model_config"]["grad_mode"] == "full"
+
+
+def test_source_directories_are_prepared_into_the_run(stdlib_src: Path, tmp_path: Path):
+    from .conftest import copy_packages
+
+    src = copy_packages(stdlib_src, tmp_path / "src", ("sort", "container/list", "errors", "path"))
+    out = tmp_path / "run"
+    res = train(opts(src, out, 3, "run.eval_every=100", "run.eval_batches=1", "data.refine_examples=0"))
+    assert res.step == 3
+    manifest = json.loads((out / "data" / "manifest.json").read_text())
+    assert manifest["tokenizer"]["kind"] == "byte"
+    assert json.loads((out / "config.json").read_text())["data"] == str((out / "data").resolve())

@@ -125,6 +125,22 @@ def test_fim_prompt_is_suffix_first_and_stable_while_typing(tiny):
     assert len(b.ids) == len(a.ids) + 1
 
 
+def test_long_documents_are_cut_to_the_window_and_stay_stable(tiny):
+    _, tok = tiny
+    big = "package p\n\n" + "".join(f"// 世界 {i} 🎉\nfunc f{i}() {{}}\n" for i in range(400))
+    off = len(big) // 2
+    prompts = []
+    for i in range(12):  # type 12 characters at the cursor
+        text = big[:off] + "x" * i + big[off:]
+        p = fim_prompt(tok, text[:off + i], text[off + i:], budget=300)
+        assert len(p.ids) <= 300 and p.truncated
+        assert p.prefix.endswith("x" * i) and p.suffix and big[off:].startswith(p.suffix)
+        prompts.append(p.ids)
+    # The window start moved at most once; otherwise each keystroke appended one token.
+    moved = sum(1 for a, b in zip(prompts, prompts[1:]) if b[: len(a) - 1] != a[:-1])
+    assert moved <= 1
+
+
 # -- sessions, FIM, budgets -------------------------------------------------------------
 
 def test_warm_equals_cold_while_typing(tiny, engine):

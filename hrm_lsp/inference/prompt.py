@@ -10,8 +10,8 @@ whole cached prompt but its last token or two (the session's longest common pref
 PSM order (prefix, then suffix) each keystroke would shift the suffix and re-run all of it.
 
 Context beyond the window is cut so that it stays stable while typing: the suffix keeps its
-first lines; the prefix's start moves only in whole chunks of characters, at a line start,
-so consecutive requests share the same first tokens.
+first lines; the prefix's start moves only in chunks of a quarter window (in characters), at
+a line start, so consecutive requests share the same first tokens.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from dataclasses import dataclass
 
 from hrm_lsp.tokenizer.base import Tokenizer
 
-PREFIX_CHUNK_CHARS = 2048  # the prefix window's start moves in steps of this many characters
-TOKEN_CHUNK = 64  # ... and, when still too long in tokens, in steps of this many tokens
+TOKEN_CHUNK = 64  # when still too long in tokens, the prefix loses this many at a time
 SUFFIX_SHARE = 0.25  # share of the prompt budget the suffix may take
 
 
@@ -58,13 +57,14 @@ def fim_prompt(tok: Tokenizer, prefix: str, suffix: str, budget: int) -> Prompt:
         s_ids = s_ids[:s_budget]
         truncated = True
 
-    # Prefix: its last part, starting at a chunk boundary moved to the next line start.
+    # Prefix: its last part. The window's start moves in chunks of a quarter window (then to
+    # the next line start), so it stays put while the user types and the cache stays valid.
     p_budget = inner - len(s_ids)
     pre = prefix
-    max_chars = int(p_budget * cpt * 1.5)
-    if len(pre) > max_chars:
-        start = len(pre) - max_chars
-        start = -(-start // PREFIX_CHUNK_CHARS) * PREFIX_CHUNK_CHARS
+    target = int(p_budget * cpt)
+    if len(pre) > target:
+        chunk = max(64, target // 4)
+        start = -(-(len(pre) - target) // chunk) * chunk
         nl = pre.find("\n", start)
         start = nl + 1 if 0 <= nl < len(pre) - 1 else start
         pre = pre[start:]

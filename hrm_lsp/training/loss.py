@@ -125,7 +125,10 @@ def torch_loss(logits, refine_logit, batch: dict, cfg: LossSection):
     if cfg.mode == "lm":
         all_m = plan_m | code_m
         loss = (ce * all_m).sum() / all_m.sum().clamp(min=1)
-        parts["lm"] = loss
+        parts["lm"] = loss.detach()
+        # The refinement head takes no part in an LM loss; a zero-weighted term keeps it in the
+        # graph so DDP, which expects a gradient for every parameter, does not stall.
+        loss = loss + 0.0 * refine_logit.float().sum()
     else:
         plan = (ce * plan_m).sum() / plan_n.clamp(min=1)
         code = (ce * code_m).sum() / code_n.clamp(min=1)

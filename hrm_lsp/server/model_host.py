@@ -62,8 +62,12 @@ class ModelHost:
             self._status = ModelStatus("loading", str(path))
             return self._generation
 
-    def load(self, ticket: int, path: Path, device: str) -> ModelStatus:
-        """Load ``path`` (blocking; run it in a thread). Never raises."""
+    def load(self, path: Path, device: str) -> tuple[Any, ModelStatus]:
+        """Load ``path`` (blocking; run it in a thread): (engine or None, status). Never raises.
+
+        Nothing changes until ``commit``: the server commits on its event loop, right before
+        it tells the user, so a client never sees the state change before the message.
+        """
         try:
             if not path.is_file():
                 raise FileNotFoundError(
@@ -73,14 +77,16 @@ class ModelHost:
             from hrm_lsp.inference import Engine
 
             engine = Engine.load(path, device=device)
-            status = ModelStatus("ready", str(path), f"model {path.name} loaded")
+            return engine, ModelStatus("ready", str(path), f"model {path.name} loaded")
         except Exception as e:  # boundary: any failure becomes a message, not a crash
             log.warning("model load failed: %s", e, exc_info=not isinstance(e, FileNotFoundError))
-            engine = None
-            status = ModelStatus("failed", str(path), f"could not load model {path}: {e}")
+            return None, ModelStatus("failed", str(path), f"could not load model {path}: {e}")
+
+    def commit(self, ticket: int, engine: Any, status: ModelStatus) -> bool:
+        """Adopt a finished load unless a newer one started meanwhile (then drop it)."""
         with self._lock:
-            if ticket != self._generation:  # a newer load started meanwhile; drop this one
-                return self._status
+            if ticket != self._generation:
+                return False
             self._engine = engine
             self._status = status
-        return status
+            return True

@@ -250,11 +250,14 @@ class HrmLanguageServer(LanguageServer):
                 log.warning("progress create failed: %s", e)
                 token = None
         loop = asyncio.get_running_loop()
-        status = await loop.run_in_executor(self.generation_pool, self.model.load, ticket, path,
-                                            self.settings.device)
+        engine, status = await loop.run_in_executor(self.generation_pool, self.model.load, path,
+                                                    self.settings.device)
+        # Commit and tell in one step on the loop: a status request never sees "failed"
+        # before the message explaining it has been written.
+        committed = self.model.commit(ticket, engine, status)
         if token is not None:
             self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=status.message))
-        if status.state == "failed":
+        if committed and status.state == "failed":
             self.say(f"hrm-lsp: {status.message}. Completions and code actions are off "
                      "until a model loads; the server keeps running.", types.MessageType.Error)
 

@@ -130,10 +130,14 @@ class HrmProtocol(LanguageServerProtocol):
     def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams):
         """Forget the document and everything cached for it."""
         uri = params.text_document.uri
-        self._server.docs.close(uri)
-        self._server.inflight.cancel(uri)
-        self._server.cache.forget(uri)
-        self._server.debouncer.forget(uri)
+        server = self._server
+        server.docs.close(uri)
+        server.inflight.cancel(uri)
+        server.cache.forget(uri)
+        server.debouncer.forget(uri)
+        engine = server.model.engine
+        if engine is not None:  # free the document's KV cache, after any queued generation
+            server.generation_pool.submit(engine.sessions.drop, uri)
 
 
 class HrmLanguageServer(LanguageServer):

@@ -123,6 +123,8 @@ def test_settings_ranges_null_and_non_objects():
     base, _ = parse_settings({"maxTokens": 10})
     s, warnings = parse_settings({"maxTokens": 0, "validators": ["syntax", "lint"]}, base)
     assert s.max_tokens == 48 and s.validators == Settings().validators and len(warnings) == 2
+    s, warnings = parse_settings({"validators": []}, base)
+    assert s.validators == Settings().validators and "validators" in warnings[0]
     s, warnings = parse_settings({"maxTokens": None}, base)
     assert s.max_tokens == 48 and not warnings
     s, warnings = parse_settings("nonsense", base)

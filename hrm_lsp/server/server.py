@@ -161,6 +161,9 @@ class HrmLanguageServer(LanguageServer):
         self._said: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loaded_key: tuple[str, str] | None = None
+        from hrm_lsp.validators.go import ENV_VAR
+
+        self._go_env_at_start = os.environ.get(ENV_VAR)  # restored when goPath is cleared
 
     # -- small helpers -------------------------------------------------------------------
 
@@ -214,8 +217,7 @@ class HrmLanguageServer(LanguageServer):
         if settings != self.settings:
             self.cache.clear()
         self.settings = settings
-        if settings.go_path:
-            _use_go(settings.go_path)
+        _use_go(settings.go_path, self._go_env_at_start)
         return settings
 
     async def fetch_configuration(self) -> None:
@@ -468,11 +470,16 @@ class _Progress:
             self.server.work_done_progress.end(self.token, types.WorkDoneProgressEnd())
 
 
-def _use_go(go_path: str) -> None:
-    """Point Go discovery at the configured binary or GOROOT (validators read HRM_LSP_GO)."""
+def _use_go(go_path: str, at_start: str | None) -> None:
+    """Point Go discovery at the configured binary or GOROOT (validators read HRM_LSP_GO);
+    an empty setting restores what the environment said when the server started."""
     from hrm_lsp.validators.go import ENV_VAR
 
-    os.environ[ENV_VAR] = go_path
+    value = go_path or at_start
+    if value:
+        os.environ[ENV_VAR] = value
+    else:
+        os.environ.pop(ENV_VAR, None)
 
 
 def _position_args(args: tuple[Any, ...]) -> tuple[str, int, int, int | None] | None:

@@ -143,6 +143,17 @@ def test_go_missing_is_said_once():
     assert len([m for m in c.notes if is_go_msg(m)]) == 1
 
 
+def test_bad_go_path_setting_is_reported():
+    c = RawClient()
+    c.initialize(options={"modelPath": "/nonexistent.gguf", "goPath": "/nonexistent/go"})
+    msg = c.wait(lambda m: m.get("method") == "window/showMessage"
+                 and "Only the syntax check runs" in m["params"]["message"])
+    assert "/nonexistent/go" in msg["params"]["message"]
+    c.request("shutdown")
+    c.send("exit", request=False)
+    assert c.proc.wait(timeout=30) == 0
+
+
 def test_tcp_binds_localhost_only():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

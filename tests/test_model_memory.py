@@ -17,6 +17,15 @@ from hrm_lsp.model.memory import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Small tensors gain nothing from a second thread; on a shared machine it only waits.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.mark.parametrize("name,overrides", [("tiny", {}), ("small", {}), ("default", {}),
                                             ("seed000", {}), ("tiny", {"arch": "gpt"}),
                                             ("small", {"tie_embeddings": False, "arch": "gpt"})])

@@ -20,6 +20,15 @@ from hrm_lsp.model.quant import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Small tensors gain nothing from a second thread; on a shared machine it only waits.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _weight(out_f=48, in_f=128, seed=0):
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(out_f, in_f, generator=g) * 0.05

@@ -535,7 +535,7 @@ def create_server(model_path: str | None = None) -> HrmLanguageServer:
         await ls.check_go()
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION,
-                    types.CompletionOptions(trigger_characters=[".", "(", "{", " "]))
+                    types.CompletionOptions(trigger_characters=[".", "("]))
     async def completion(ls: HrmLanguageServer, params: types.CompletionParams
                          ) -> types.CompletionList:
         """Model suggestions as completion items carrying plan and validation status."""

@@ -91,16 +91,23 @@ def snapshot_documents(rec: FileRecord, unit_by: str, chunk_bytes: int = DEFAULT
 
 
 def change_documents(rec: ChangeRecord, changed_lines: int, unit_by: str,
-                     chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> tuple[list[Document], str]:
+                     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                     parsed: tuple[list[goparse.Decl], goparse.DeclChange] | None = None
+                     ) -> tuple[list[Document], str]:
     """Documents for one changed file: the chunks of the new version holding changed
-    declarations, each with the commit/PR plan. Returns (documents, skip reason or "")."""
+    declarations, each with the commit/PR plan. Returns (documents, skip reason or "").
+
+    ``parsed`` is (declarations of ``rec.after``, its DeclChange) when the caller already
+    computed them (``commit_documents`` does, to find moves between files)."""
     unit = split_unit(rec.repo, rec.path, unit_by)
     if rec.fragment:
         change = goparse.diff_declarations("", rec.after)
         plan = plan_for_change(rec.message, change, changed_lines)
         return [Document(rec.source, rec.repo, rec.path, unit, plan, rec.after, rec.commit)], ""
-    after_decls = goparse.declarations(rec.after)
-    change = goparse.diff_declarations(rec.before, rec.after, after_decls)
+    if parsed is None:
+        after_decls = goparse.declarations(rec.after)
+        parsed = (after_decls, goparse.diff_declarations(rec.before, rec.after, after_decls))
+    after_decls, change = parsed
     if change.empty:
         return [], "no declaration changed (imports/comments between declarations only)"
     plan = plan_for_change(rec.message, change, changed_lines)
@@ -109,6 +116,32 @@ def change_documents(rec: ChangeRecord, changed_lines: int, unit_by: str,
     for ch in goparse.chunks(rec.after, chunk_bytes, after_decls):
         if any((d.start, d.end) in touched for d in ch.decls):
             out.append(Document(rec.source, rec.repo, rec.path, unit, plan, ch.text, rec.commit))
-    if not out:  # only removals: show the chunk the removal left behind
+    if not out:
         return [], "declarations only removed"
     return out, ""
+
+
+def commit_documents(changes: list[tuple[ChangeRecord, int]], unit_by: str,
+                     chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> list[tuple[list[Document], str, str]]:
+    """``change_documents`` for all files of one commit (or PR), recognising declarations
+    moved from one file to another (removed there, added here with the same text) as moves.
+    Returns (documents, skip reason, file path) per record, in order."""
+    parsed: list[tuple[list[goparse.Decl], goparse.DeclChange] | None] = []
+    removed: dict[tuple[str, str], str] = {}
+    for rec, _ in changes:
+        if rec.fragment:
+            parsed.append(None)
+            continue
+        after_decls = goparse.declarations(rec.after)
+        change = goparse.diff_declarations(rec.before, rec.after, after_decls)
+        parsed.append((after_decls, change))
+        for d in change.removed:
+            removed.setdefault((d.kind, d.text), rec.path)
+    out = []
+    for (rec, n), p in zip(changes, parsed, strict=True):
+        if p is not None and removed:
+            others = {k: v for k, v in removed.items() if v != rec.path}
+            p = (p[0], p[1].with_moves(others))
+        docs, why = change_documents(rec, n, unit_by, chunk_bytes, p)
+        out.append((docs, why, rec.path))
+    return out

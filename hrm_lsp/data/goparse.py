@@ -170,14 +170,27 @@ class DeclChange:
     removed: tuple[Decl, ...]
     modified: tuple[tuple[Decl, Decl], ...]  # (before, after)
     renamed: tuple[tuple[Decl, Decl], ...]  # same body under a new name
+    moved_in: tuple[tuple[Decl, str], ...] = ()  # (declaration, path it came from) in one commit
 
     @property
     def empty(self) -> bool:
-        return not (self.added or self.removed or self.modified or self.renamed)
+        return not (self.added or self.removed or self.modified or self.renamed or self.moved_in)
 
     def after_decls(self) -> list[Decl]:
         """Declarations of the new version that the change touched."""
-        return [*self.added, *(a for _, a in self.modified), *(a for _, a in self.renamed)]
+        return [*self.added, *(a for _, a in self.modified), *(a for _, a in self.renamed),
+                *(d for d, _ in self.moved_in)]
+
+    def with_moves(self, removed_elsewhere: dict[tuple[str, str], str]) -> DeclChange:
+        """Added declarations whose (kind, text) another file of the same commit removed
+        become moves (``removed_elsewhere`` maps (kind, text) -> that file's path)."""
+        moved = [(d, removed_elsewhere[(d.kind, d.text)]) for d in self.added
+                 if (d.kind, d.text) in removed_elsewhere]
+        if not moved:
+            return self
+        ids = {id(d) for d, _ in moved}
+        return DeclChange(tuple(d for d in self.added if id(d) not in ids), self.removed,
+                          self.modified, self.renamed, (*self.moved_in, *moved))
 
 
 def _key(d: Decl) -> tuple[str, str]:

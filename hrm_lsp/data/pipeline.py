@@ -34,8 +34,8 @@ from hrm_lsp.config import ConfigError, load_dataclass, to_dict
 from hrm_lsp.data.documents import (
     DEFAULT_CHUNK_BYTES,
     Document,
-    change_documents,
     code_keys,
+    commit_documents,
     snapshot_documents,
 )
 from hrm_lsp.data.sources import (
@@ -190,14 +190,17 @@ def _snapshot_task(args: tuple) -> tuple[list[dict], str, int]:
     return [d.to_json() for d in docs], "", len(text.encode("utf-8"))
 
 
-def _change_task(args: tuple) -> tuple[list[dict], str, int, str]:
-    rec, changed, unit_by, chunk_bytes = args
-    where = f"{rec.repo}@{rec.commit[:12]}:{rec.path}"
+def _commit_task(args: tuple) -> list[tuple[list[dict], str, int, str]]:
+    """Documents for the changed files of one commit or PR: (docs, skip reason, bytes, where)."""
+    group, unit_by, chunk_bytes = args
+    rec0 = group[0][0]
     try:
-        docs, why = change_documents(rec, changed, unit_by, chunk_bytes)
-    except Exception as e:
-        return [], f"parse failure ({type(e).__name__})", 0, where
-    return [d.to_json() for d in docs], why, len(rec.after.encode("utf-8")), where
+        results = commit_documents(group, unit_by, chunk_bytes)
+    except Exception as e:  # a parser bug must not stop a whole history
+        return [([], f"parse failure ({type(e).__name__})", 0, f"{rec0.repo}@{rec0.commit[:12]}")]
+    return [([d.to_json() for d in docs], why, len(rec.after.encode("utf-8")),
+             f"{rec.repo}@{rec.commit[:12]}:{rec.path}")
+            for (docs, why, _path), (rec, _) in zip(results, group, strict=True)]
 
 
 _JUDGE = None
@@ -424,18 +427,27 @@ class Preparer:
             bar = _progress(None, f"{src.kind} {st.repo or Path(src.path).name}", "change", self.progress)
 
             def tasks() -> Iterator[tuple]:
+                # One task per commit (records of a commit arrive together), so that a
+                # declaration moved between two files of the commit is seen as a move.
+                group: list[tuple[ChangeRecord, int]] = []
                 for rec, changed in records:
                     commits.add(rec.commit)
-                    yield (rec, changed, src.unit_by, o.chunk_bytes)
+                    if group and (group[0][0].repo, group[0][0].commit) != (rec.repo, rec.commit):
+                        yield (group, src.unit_by, o.chunk_bytes)
+                        group = []
+                    group.append((rec, changed))
+                if group:
+                    yield (group, src.unit_by, o.chunk_bytes)
 
-            for docs, why, nbytes, where in pool.map(_change_task, tasks()):
-                bar.update(1)
-                if why:
-                    st.skips.add(why, where)
-                    continue
-                st.files += 1
-                st.bytes += nbytes
-                self._emit(docs, st, fh)
+            for results in pool.map(_commit_task, tasks(), batch=64):
+                for docs, why, nbytes, where in results:
+                    bar.update(1)
+                    if why:
+                        st.skips.add(why, where)
+                        continue
+                    st.files += 1
+                    st.bytes += nbytes
+                    self._emit(docs, st, fh)
             bar.close()
             st.commits = len(commits)
 

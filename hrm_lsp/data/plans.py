@@ -106,7 +106,8 @@ def classify_message(message: str) -> str | None:
 
 def classify_change(change: DeclChange, changed_lines: int) -> str:
     """Intent from the diff's shape when the message says nothing."""
-    if change.renamed and not change.added:
+    moved = len(change.renamed) + len(change.moved_in)
+    if moved and moved >= len(change.added):
         return "REFACTOR"
     if change.added and not change.modified and not change.removed:
         return "ADD"
@@ -173,6 +174,7 @@ def steps_from_change(change: DeclChange, max_steps: int = MAX_STEPS) -> list[st
     """Steps from what the diff did to declarations, e.g. "change func (*T).Close"."""
     steps = [_name_step("add", d) for d in change.added]
     steps += [f"rename {o.kind} {o.name} to {n.name}" for o, n in change.renamed]
+    steps += [f"move {d.kind} {d.name} from {src}" for d, src in change.moved_in]
     steps += [_name_step("change", a) for _, a in change.modified]
     steps += [_name_step("remove", d) for d in change.removed]
     return steps[:max_steps]

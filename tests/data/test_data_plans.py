@@ -168,3 +168,22 @@ def test_plan_layout_is_the_one_inference_writes_and_parses() -> None:
     assert plan.parts() == plan_parts(InferencePlan(plan.intent, plan.target, plan.steps))
     parsed = parse_plan("".join(plan.parts()))
     assert (parsed.intent, parsed.target, parsed.steps) == (plan.intent, plan.target, plan.steps)
+
+
+def test_declaration_moved_between_files_is_a_refactor() -> None:
+    from hrm_lsp.data.documents import commit_documents
+
+    sum_go = "package calc\n\n// Sum adds xs.\nfunc Sum(xs []int) (t int) {\n\tfor _, x := range xs {\n\t\tt += x\n\t}\n\treturn\n}\n"
+    old_a = sum_go + "\nfunc keep() {}\n"
+    new_a = "package calc\n\nfunc keep() {}\n"
+    new_b = "package calc\n\nimport \"fmt\"\n\nvar _ = fmt.Sprint\n\n" + sum_go.split("\n\n", 1)[1]
+    group = [(ChangeRecord("r", "c9", "calc/a.go", old_a, new_a, "", "git"), 8),
+             (ChangeRecord("r", "c9", "calc/b.go", "", new_b, "", "git"), 12)]
+    (docs_a, why_a, _), (docs_b, _, _) = commit_documents(group, "repo")
+    assert docs_a == [] and why_a == "declarations only removed"
+    plan = docs_b[0].plan
+    assert plan.intent == "REFACTOR"
+    assert plan.steps == ("add var _", "move func Sum from calc/a.go")
+    # Without the other file, the same change reads as an addition.
+    alone, _ = change_documents(group[1][0], 12, "repo")
+    assert alone[0].plan.intent == "ADD"

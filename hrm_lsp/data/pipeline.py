@@ -359,7 +359,8 @@ class Preparer:
         if o.snapshot:
             out += [SourceSpec("dir", s, unit_by=dir_unit) for s in o.sources]
         if o.stdlib:
-            out.append(SourceSpec("stdlib", "", "go-stdlib", "repo" if o.split_by == "repo" else "package"))
+            # Always by package: as one unit the whole stdlib would land in a single split.
+            out.append(SourceSpec("stdlib", "", "go-stdlib", "package"))
         return out
 
     def collect(self) -> list[dict]:

@@ -255,6 +255,18 @@ def _load_init_weights(trainer, init: InitFrom) -> None:
         trainer.load_weights(init.weights)
 
 
+def _saved_model_config(opts: TrainOptions):
+    from hrm_lsp.model import ModelConfig
+
+    touched = [o for o in opts.overrides if o.split("=", 1)[0].strip().startswith("model.")
+               or o.split("=", 1)[0].strip() in ("run.qat", "run.qat_bits", "run.qat_group")]
+    if touched:
+        raise RunError(f"--resume keeps the run's model; {', '.join(touched)} would change it "
+                       "(start a new run, or fine-tune from this one with --init)")
+    saved = json.loads((opts.out / CONFIG_FILE).read_text(encoding="utf-8"))
+    return ModelConfig.from_dict(saved["model_config"])
+
+
 def _heldout(trainer, ds, recipe: Recipe, cfg, split: str) -> tuple[dict[str, float], str]:
     """Score on the held-out split (falls back to val when the user's code left it empty)."""
     for name in (split, "val"):
@@ -270,9 +282,9 @@ def train(opts: TrainOptions, dist: Dist | None = None, init: InitFrom | None = 
     also scores a held-out split before and after training.
     """
     dist = dist or from_env()
+    opts = TrainOptions(**{**opts.__dict__, "out": Path(opts.out)})
     recipe = recipe_for(opts)
     progress = Progress(recipe.schedule.steps, enabled=dist.is_main and not opts.quiet)
-    opts = TrainOptions(**{**opts.__dict__, "out": Path(opts.out)})
 
     # 2. data (rank 0 prepares sources; the others wait and then open the same directory)
     data_dir = Path(opts.data[0]) if len(opts.data) == 1 and is_prepared(Path(opts.data[0])) else opts.out / "data"
@@ -286,8 +298,14 @@ def train(opts: TrainOptions, dist: Dist | None = None, init: InitFrom | None = 
                         f"({init.source}); pass the source directories instead so they are "
                         "prepared with the model's tokenizer")
 
-    # 3. model config and budget
-    cfg = init.model_config if init else model_config_for(recipe, ds.tokenizer.vocab_size)
+    # 3. model config and budget (a resumed run keeps the config it was started with, which
+    # for a fine-tuning run came from --init, not from the recipe's preset)
+    if init is not None:
+        cfg = init.model_config
+    elif opts.resume and (opts.out / CONFIG_FILE).is_file():
+        cfg = _saved_model_config(opts)
+    else:
+        cfg = model_config_for(recipe, ds.tokenizer.vocab_size)
     report = budget.check(recipe, cfg)
     progress.message(report.summary())
 

@@ -87,6 +87,14 @@ def test_init_fine_tunes_on_a_git_repo_exports_and_says_how_to_use_it(
     model, tok, meta = load_model(model_file)
     assert tok.sha256 == base_tok and meta.format == "gguf"
 
+    # A fine-tuning run resumes like any run: its model is the --init one, not the recipe's.
+    res = CliRunner().invoke(main, ["train", "--resume", "--data", str(repo), "--out", str(ft),
+                                    "--device", "cpu", "--steps", "64", "--quiet"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    from hrm_lsp.training.checkpoint import latest_checkpoint
+
+    assert latest_checkpoint(ft).step == 64
+
 
 def test_from_default_without_a_shipped_model_is_a_clear_error(tmp_path: Path, monkeypatch):
     import hrm_lsp.training.finetune as ft

@@ -118,6 +118,10 @@ def test_resume_extends_a_finished_run(byte_data: Path, tmp_path: Path):
     res = train(opts(byte_data, out, 15, "run.eval_every=100", resume=True))
     assert res.step == 15 and latest_checkpoint(out).step == 15
     assert read_state(latest_checkpoint(out))["tokens"] == 15 * 8 * 64
+    from hrm_lsp.training.run import RunError
+
+    with pytest.raises(RunError, match="keeps the run's model"):
+        train(opts(byte_data, out, 20, "model.overrides.dropout=0.1", resume=True))
 
 
 def test_ddp_two_gloo_ranks(byte_data: Path, tmp_path: Path):

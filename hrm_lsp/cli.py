@@ -104,9 +104,11 @@ def serve(model: str | None, log_file: str | None, log_level: str, tcp_port: int
 @click.option("--top-p", type=click.FloatRange(0.0, 1.0, min_open=True), default=1.0, show_default=True)
 @click.option("--device", default="auto", show_default=True,
               type=click.Choice(["auto", "cuda", "rocm", "mps", "cpu"]))
+@click.option("--backend", default="torch", show_default=True, type=click.Choice(["torch", "mlx"]),
+              help="mlx: the MLX twin of the model (needs the mlx extra).")
 def complete(location: str, model: str | None, multiline: bool, as_json: bool,
              max_tokens: int | None, time_budget_ms: float, no_refine: bool, stages: str,
-             temperature: float, top_p: float, device: str) -> None:
+             temperature: float, top_p: float, device: str, backend: str) -> None:
     """Complete Go code at FILE:LINE:COL (1-based): plan, completion, validation, timings."""
     import json
 
@@ -118,7 +120,8 @@ def complete(location: str, model: str | None, multiline: bool, as_json: bool,
         comp = run_complete(location, model, multiline=multiline, max_tokens=max_tokens,
                             time_budget_ms=time_budget_ms, refine=not no_refine,
                             stages=tuple(s.strip() for s in stages.split(",") if s.strip()),
-                            device=device, temperature=temperature, top_p=top_p)
+                            device=device, temperature=temperature, top_p=top_p,
+                            backend=backend)
     except (ModelFileError, InferenceError) as e:
         raise click.ClickException(str(e)) from None
     if as_json:

@@ -350,3 +350,18 @@ def test_complete_without_a_model_says_what_to_do(tmp_path):
     res = CliRunner().invoke(main, ["complete", f"{f}:1:1"])
     assert res.exit_code == 1
     assert "is not installed" in res.output and "--model" in res.output
+
+
+@pytest.mark.mlx
+def test_mlx_backend_gives_the_torch_completions(tiny, engine):
+    pytest.importorskip("mlx.core")
+    model, tok = tiny
+    mlx_engine = Engine(model, tok, threads=1, backend="mlx")
+    texts = []
+    for needle in ('import "errors"', "\tn := 0"):
+        off = SRC.index(needle) + len(needle) // 2
+        r = req(SRC, off, max_tokens=16, plan=False)
+        a, b = engine.complete(r), mlx_engine.complete(r, session_key="mlx")
+        assert a.text == b.text
+        texts.append(a.text)
+    assert any(texts)  # at least one non-empty completion was compared

@@ -54,15 +54,15 @@ def read_go_file(path: Path) -> str:
 
 def run_complete(spec: str, model: str | None, *, multiline: bool, max_tokens: int | None,
                  time_budget_ms: float, refine: bool, stages: tuple[str, ...],
-                 device: str = "auto", temperature: float = 0.0, top_p: float = 1.0
-                 ) -> Completion:
+                 device: str = "auto", temperature: float = 0.0, top_p: float = 1.0,
+                 backend: str = "torch") -> Completion:
     """Load the model, read the file and complete at the location."""
     from hrm_lsp.inference.engine import Engine
 
     path, line, col = parse_location(spec)
     text = read_go_file(path)
     offset = offset_of(text, line, col)
-    engine = Engine.load(model, device=device)
+    engine = Engine.load(model, device=device, backend=backend)
     req = CompletionRequest(
         text=text, offset=offset, path=str(path.resolve()), multiline=multiline,
         max_tokens=max_tokens or (256 if multiline else 64), temperature=temperature,

@@ -31,7 +31,7 @@ from hrm_lsp.inference.plan import parse_plan, plan_from_comment, plan_parts
 from hrm_lsp.inference.prompt import fim_prompt
 from hrm_lsp.inference.refine import Candidate, formatted_middle, refine_loop, splice
 from hrm_lsp.inference.sampling import sample_next
-from hrm_lsp.inference.session import Session, SessionPool
+from hrm_lsp.inference.session import MLXRunner, Session, SessionPool
 from hrm_lsp.inference.stops import StopRule, cursor_in_block
 from hrm_lsp.inference.types import CancelToken, Completion, CompletionRequest, Edit, Plan, Timings
 from hrm_lsp.log import get_logger
@@ -59,7 +59,7 @@ class Engine:
     """Completions from one model. Build with ``Engine.load(path)``."""
 
     def __init__(self, model, tokenizer, metadata: Any = None, *, max_sessions: int = 4,
-                 threads: int | None = None):
+                 threads: int | None = None, backend: str = "torch"):
         # threads: torch intra-op threads while generating (None: leave torch's setting).
         # Batch-1 decoding of a small model gains little from more threads, and on a busy
         # machine they wait on each other (docs/benchmarks.md, "Inference").
@@ -69,13 +69,22 @@ class Engine:
         self.metadata = metadata
         self.cfg = model.cfg
         self.capacity = self.cfg.max_seq_len
-        self.sessions = SessionPool(model, tokenizer, self.capacity, max_sessions)
+        if backend not in ("torch", "mlx"):
+            raise ValueError(f"backend must be 'torch' or 'mlx', got {backend!r}")
+        self.backend = backend
+        runner = None
+        if backend == "mlx":
+            try:
+                runner = MLXRunner(model)
+            except ImportError:
+                raise ModelFileError("the MLX backend needs mlx: pip install 'hrm-lsp[mlx]'") from None
+        self.sessions = SessionPool(model, tokenizer, self.capacity, max_sessions, runner)
         self._lock = threading.Lock()
         sp = tokenizer.special_ids
         self.special_ids = frozenset(sp.values())
         self.id_plan, self.id_end_plan = sp["<PLAN>"], sp["</PLAN>"]
         self.id_eot, self.id_validate = sp[symbols.EOT], sp["<VALIDATE>"]
-        self._banned = torch.tensor([tokenizer.pad_id], device=self.device)
+        self._banned = torch.tensor([tokenizer.pad_id])
         # Tokens that cannot be part of a plan end it (a weak model may skip </PLAN>).
         self._plan_enders = frozenset({self.id_eot, self.id_plan, sp["<FIM_PREFIX>"],
                                        sp["<FIM_SUFFIX>"], sp["<FIM_MIDDLE>"]})

@@ -10,7 +10,7 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1
                 banned: torch.Tensor | None = None) -> int:
     """Pick one id from ``logits`` [vocab]. ``banned`` ids (e.g. pad) are never chosen."""
     if banned is not None:
-        logits = logits.index_fill(0, banned, float("-inf"))
+        logits = logits.index_fill(0, banned.to(logits.device), float("-inf"))
     if temperature <= 0.0:
         return int(torch.argmax(logits))
     probs = torch.softmax(logits.float() / temperature, dim=-1)

@@ -17,16 +17,16 @@ import torch
 class Session:
     """Token ids + KV cache of one document (batch 1)."""
 
-    def __init__(self, model, tokenizer, capacity: int):
+    def __init__(self, model, tokenizer, capacity: int, runner: Runner | None = None):
         self.model = model
         self.tok = tokenizer
         self.capacity = capacity
-        self.cache = model.new_cache(batch=1, max_len=capacity)
+        self.runner = runner or TorchRunner(model)
+        self.cache = self.runner.new_cache(capacity)
         self.ids: list[int] = []
         window = getattr(getattr(tokenizer, "table", None), "window", None)
         # Byte mode: features of a position depend on the last `window` ids (docs/tokenizers.md).
         self._feature_context = (window + 2) if (model.cfg.byte_features and window) else None
-        self.device = next(model.parameters()).device
 
     @property
     def length(self) -> int:
@@ -34,7 +34,7 @@ class Session:
 
     def reset(self) -> None:
         self.ids = []
-        self.cache.reset()
+        self.cache.truncate(0)
 
     def common_prefix(self, ids: list[int]) -> int:
         """Length of the longest common prefix of the cached ids and ``ids``."""
@@ -60,33 +60,96 @@ class Session:
         logits, refine = self.extend(ids[keep:])
         return logits, refine, keep
 
-    @torch.inference_mode()
     def extend(self, new: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Run ``new`` ids after the cached ones; return the last position's outputs."""
         if self.length + len(new) > self.capacity:
             raise ValueError(f"{self.length + len(new)} tokens exceed the context ({self.capacity})")
-        x = torch.tensor([new], dtype=torch.long, device=self.device)
-        kwargs = {}
+        feats = {}
         if self._feature_context is not None:
             start = max(0, self.length - self._feature_context)
             window = np.asarray(self.ids[start:] + list(new), dtype=np.int64)
-            feats = self.tok.features(window)
-            kwargs = {k: torch.from_numpy(np.ascontiguousarray(v[-len(new):]))[None].to(self.device)
-                      for k, v in feats.items()}
+            feats = {k: np.ascontiguousarray(v[-len(new):]) for k, v in self.tok.features(window).items()}
         try:
-            out = self.model(x, cache=self.cache, last_only=True, **kwargs)
+            logits, refine = self.runner.forward(new, feats, self.cache)
         except Exception:
             self.reset()  # the cache may hold a half-written step
             raise
         self.ids.extend(new)
+        return logits, refine
+
+
+class Runner:
+    """How a session runs the model: ``forward(ids, features, cache)`` returns the last
+    position's logits (a torch tensor [vocab], for sampling) and refinement logit."""
+
+    def new_cache(self, capacity: int):
+        raise NotImplementedError
+
+    def forward(self, ids: list[int], feats: dict, cache):
+        raise NotImplementedError
+
+
+class TorchRunner(Runner):
+    """PyTorch on the model's device (CPU, CUDA/ROCm, MPS)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.device = next(model.parameters()).device
+
+    def new_cache(self, capacity: int):
+        return self.model.new_cache(batch=1, max_len=capacity)
+
+    @torch.inference_mode()
+    def forward(self, ids, feats, cache):
+        x = torch.tensor([ids], dtype=torch.long, device=self.device)
+        kwargs = {k: torch.from_numpy(v)[None].to(self.device) for k, v in feats.items()}
+        out = self.model(x, cache=cache, last_only=True, **kwargs)
         return out.logits[0, -1], out.refine_logit[0, -1]
+
+
+class MLXRunner(Runner):
+    """The model package's MLX twin (same weights, same math); logits come back as torch
+    tensors so sampling and stop rules are shared with the torch path."""
+
+    def __init__(self, torch_model):
+        import mlx.core as mx
+
+        from hrm_lsp.model import mlx_hrgc
+        from hrm_lsp.model.hrgc import Linear
+
+        self.mx = mx
+        cfg = torch_model.cfg
+        # Weights already baked to their 4-bit values need no fake quantization in MLX.
+        baked = not any(isinstance(m, Linear) and m.qat_bits for m in torch_model.modules())
+        if baked and cfg.qat_bits:
+            cfg = cfg.replace(qat_bits=0)
+        self.model = mlx_hrgc.build_model_mlx(cfg)
+        from hrm_lsp.model.weights import state_dict_for_export
+
+        mlx_hrgc.load_arrays_mlx(self.model, {
+            k: mx.array(v.detach().float().cpu().numpy())
+            for k, v in state_dict_for_export(torch_model).items()})
+
+    def new_cache(self, capacity: int):
+        return self.model.new_cache(batch=1, max_len=capacity)
+
+    def forward(self, ids, feats, cache):
+        mx = self.mx
+        x = mx.array([ids], dtype=mx.int32)
+        kwargs = {k: mx.array(v[None].astype(np.int32)) for k, v in feats.items()}
+        out = self.model(x, cache=cache, last_only=True, **kwargs)
+        logits = np.array(out.logits[0, -1].astype(mx.float32))
+        refine = np.array(out.refine_logit[0, -1].astype(mx.float32))
+        return torch.from_numpy(logits), torch.from_numpy(refine)
 
 
 class SessionPool:
     """At most ``size`` sessions, least recently used dropped first (each holds a KV cache)."""
 
-    def __init__(self, model, tokenizer, capacity: int, size: int = 4):
+    def __init__(self, model, tokenizer, capacity: int, size: int = 4,
+                 runner: Runner | None = None):
         self.model, self.tok, self.capacity, self.size = model, tokenizer, capacity, size
+        self.runner = runner or TorchRunner(model)
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self.last_used = time.monotonic()
 
@@ -95,7 +158,7 @@ class SessionPool:
         key = "\0scratch" if key is None else key
         s = self._sessions.pop(key, None)
         if s is None:
-            s = Session(self.model, self.tok, self.capacity)
+            s = Session(self.model, self.tok, self.capacity, self.runner)
             while len(self._sessions) >= self.size:
                 self._sessions.popitem(last=False)
         self._sessions[key] = s

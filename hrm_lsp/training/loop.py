@@ -54,6 +54,7 @@ class RunContext:
     progress: Progress
     flops_per_token: float = 0.0
     peak_flops: float | None = None
+    checkpoint_every: int = 0  # steps between checkpoints (the recipe's, or one epoch's worth)
     extra_state: dict[str, Any] = field(default_factory=dict)  # recorded in every state.json
 
 
@@ -158,6 +159,6 @@ def fit(trainer, data, ctx: RunContext, st: RunState) -> RunState:
                 f"{ev['val_bpb']:.3f} bits/byte | ppl {ev['val_ppl']:.2f}"
             )
 
-        if st.step % r.run.checkpoint_every == 0 or last:
+        if st.step % ctx.checkpoint_every == 0 or last:
             save(trainer, ctx, st)
     return st

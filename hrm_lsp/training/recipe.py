@@ -118,7 +118,7 @@ class RunSection:
     log_every: int = 10
     eval_every: int = 200
     eval_batches: int = 8
-    checkpoint_every: int = 500
+    checkpoint_every: int = 500  # 0: once per epoch of the training split (seed 000)
     keep_last: int = 3
     bf16: bool = True  # autocast on GPUs only; CPU runs stay fp32
     compile: bool = False  # torch.compile / mx.compile the step
@@ -128,9 +128,11 @@ class RunSection:
     qat_group: int = 32
 
     def validate(self) -> None:
-        for name in ("log_every", "eval_every", "eval_batches", "checkpoint_every", "keep_last"):
+        for name in ("log_every", "eval_every", "eval_batches", "keep_last"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"run.{name} must be >= 1")
+        if self.checkpoint_every < 0:
+            raise ConfigError("run.checkpoint_every must be >= 0 (0: once per epoch)")
 
 
 @dataclass(frozen=True)

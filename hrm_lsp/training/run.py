@@ -255,6 +255,14 @@ def _load_init_weights(trainer, init: InitFrom) -> None:
         trainer.load_weights(init.weights)
 
 
+def checkpoint_interval(recipe: Recipe, ds, world_size: int) -> int:
+    """Steps between checkpoints; ``run.checkpoint_every = 0`` means one epoch of the train split."""
+    if recipe.run.checkpoint_every:
+        return recipe.run.checkpoint_every
+    per_step = recipe.tokens_per_step * world_size
+    return max(1, -(-ds.num_tokens("train") // per_step))
+
+
 def _saved_model_config(opts: TrainOptions):
     from hrm_lsp.model import ModelConfig
 
@@ -333,7 +341,7 @@ def train(opts: TrainOptions, dist: Dist | None = None, init: InitFrom | None = 
     ctx = RunContext(
         run_dir=opts.out, recipe=recipe, model_config=cfg.to_dict(), total_steps=recipe.schedule.steps,
         dist=dist, metrics=metrics, progress=progress, flops_per_token=report.flops_per_token,
-        peak_flops=peak,
+        peak_flops=peak, checkpoint_every=checkpoint_interval(recipe, ds, dist.world_size),
     )
     progress.message(f"training {report.num_params:,} parameters on {device_desc} "
                      f"({dist.world_size} process{'es' if dist.world_size > 1 else ''}) -> {opts.out}")

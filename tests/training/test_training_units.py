@@ -219,3 +219,18 @@ def test_resume_without_checkpoint_and_overwrite_without_resume(byte_data: Path,
     assert res.exit_code == 1 and "already holds checkpoints" in res.output and "--resume" in res.output
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["recipe"]["source"]["name"] == "tiny"
+
+
+def test_checkpoint_every_zero_means_once_per_epoch(byte_data: Path):
+    from hrm_lsp.data import Dataset
+    from hrm_lsp.training.run import checkpoint_interval
+
+    ds = Dataset(byte_data)
+    r = load_recipe("tiny", ["run.checkpoint_every=0"])
+    per_epoch = -(-ds.num_tokens("train") // (8 * 64))
+    assert checkpoint_interval(r, ds, 1) == per_epoch > 100
+    assert checkpoint_interval(r, ds, 2) == -(-ds.num_tokens("train") // (8 * 64 * 2))
+    assert checkpoint_interval(load_recipe("tiny"), ds, 1) == 50
+    assert load_recipe("seed000-mlx-4bit").run.checkpoint_every == 0
+    with pytest.raises(ConfigError, match="checkpoint_every"):
+        load_recipe("tiny", ["run.checkpoint_every=-1"])

@@ -40,6 +40,7 @@ from hrm_lsp.tokenizer import symbols
 log = get_logger(__name__)
 
 _NEVER_CANCELLED = CancelToken()
+DIAG_TOKENS = 96  # room for the diagnostics of one refinement round (longer text is cut)
 
 
 @contextmanager
@@ -141,8 +142,12 @@ class Engine:
         prefix, suffix = req.text[: req.offset], req.text[req.offset:]
         session = self.sessions.get(session_key)
 
-        # Room for the plan, the code and one round of feedback; the rest is prompt.
+        # Room for the plan and the code, and with refinement for one more round (previous
+        # candidate + diagnostics + new candidate: only the latest candidate is kept, so later
+        # rounds need no more); the rest is prompt.
         reserve = (req.max_plan_tokens + 2 if req.plan else 2) + req.max_tokens + 8
+        if req.refine and req.max_refinement_iterations > 1:
+            reserve += req.max_tokens + DIAG_TOKENS
         budget = max(16, self.capacity - reserve)
         ta = time.monotonic()
         prompt = fim_prompt(self.tok, prefix, suffix, budget)
@@ -174,6 +179,7 @@ class Engine:
             timings.prefill_ms += (time.monotonic() - ta) * 1000
 
         in_block = cursor_in_block(req.text, req.offset) if req.multiline else False
+        base_len = session.length  # prompt + plan: what every refinement round keeps
 
         def new_rule() -> StopRule:
             from hrm_lsp.validators import syntax_errors
@@ -192,21 +198,24 @@ class Engine:
             return self._result(text, plan, validation, 1, t0, timings, reason, None, notes)
         prob = self._validate_probability(session)
 
+        last = {"code": text}
+
         def regenerate(diag_text: str):
-            feedback = [self.id_validate, self.tok.id_of("<DIAG>"), *self.tok.encode(diag_text),
-                        self.tok.id_of("</DIAG>"), self.tok.id_of("<REFINE>")]
-            if session.length + len(feedback) + 8 > self.capacity or cancel.cancelled:
+            # Prompt + plan + the latest candidate + feedback (earlier rounds are dropped, as in
+            # the training documents: one broken version, its diagnostics, the fix).
+            diag_ids = self.tok.encode(diag_text)[:DIAG_TOKENS - 4]
+            feedback = [*self.tok.encode(last["code"]), self.id_validate, self.tok.id_of("<DIAG>"),
+                        *diag_ids, self.tok.id_of("</DIAG>"), self.tok.id_of("<REFINE>")]
+            if base_len + len(feedback) + 8 > self.capacity or cancel.cancelled:
                 return None
-            # The session ends with the previous candidate's code (+ <VALIDATE> when read).
-            if session.ids and session.ids[-1] == self.id_validate:
-                feedback = feedback[1:]
             ta = time.monotonic()
-            lg, _ = session.extend(feedback)
+            lg, _, _ = session.sync(session.ids[:base_len] + feedback)
             timings.prefill_ms += (time.monotonic() - ta) * 1000
             code, why = self._decode_code(session, lg, new_rule(), req, gen, deadline, cancel,
                                           timings)
             if why == "cancelled":
                 return None
+            last["code"] = code
             return code, self._validate_probability(session), why
 
         outcome = refine_loop(

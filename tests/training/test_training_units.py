@@ -234,3 +234,13 @@ def test_checkpoint_every_zero_means_once_per_epoch(byte_data: Path):
     assert load_recipe("seed000-mlx-4bit").run.checkpoint_every == 0
     with pytest.raises(ConfigError, match="checkpoint_every"):
         load_recipe("tiny", ["run.checkpoint_every=-1"])
+
+
+def test_resume_from_a_damaged_checkpoint_names_the_file(byte_data: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    res = _train("--data", str(byte_data), "--out", str(run), "--steps", "2", "--set", "run.eval_batches=1")
+    assert res.exit_code == 0, res.output
+    weights = run / "checkpoints" / "step-0000002" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated by a full disk, say
+    res = _train("--data", str(byte_data), "--out", str(run), "--steps", "4", "--resume")
+    assert res.exit_code == 1 and str(weights) in res.output and "safetensors" in res.output

@@ -22,7 +22,13 @@ from typing import Any
 from hrm_lsp.config import ConfigError, apply_overrides, to_dict
 from hrm_lsp.log import get_logger
 from hrm_lsp.training import budget
-from hrm_lsp.training.checkpoint import Checkpoint, latest_checkpoint, list_checkpoints, read_state
+from hrm_lsp.training.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    latest_checkpoint,
+    list_checkpoints,
+    read_state,
+)
 from hrm_lsp.training.data import DataError, TrainData, is_prepared, open_dataset, resolve_data
 from hrm_lsp.training.distributed import Dist, from_env
 from hrm_lsp.training.loop import RunContext, RunState, evaluate, fit
@@ -243,6 +249,25 @@ def restore(trainer, ck: Checkpoint, dist: Dist, metrics: MetricsLog) -> RunStat
                     last_eval=dict(state.get("last_eval", {})))
 
 
+def restore_newest_loadable(trainer, run_dir: Path, first: Checkpoint, dist: Dist,
+                            metrics: MetricsLog, progress: Progress) -> RunState:
+    """Restore ``first`` (the latest); if it is damaged, the newest older one that loads.
+
+    A damaged checkpoint (disk full, a copy cut short) costs the steps since the one before
+    it, not the run. With none loadable, the latest checkpoint's error is raised.
+    """
+    older = [c for c in reversed(list_checkpoints(run_dir)) if c.step < first.step]
+    error: CheckpointError | None = None
+    for ck in [first, *older]:
+        try:
+            return restore(trainer, ck, dist, metrics)
+        except CheckpointError as e:
+            error = error or e
+            progress.message(f"warning: cannot resume from {ck.path}: {e}")
+    assert error is not None
+    raise error
+
+
 # --- the whole run -----------------------------------------------------------------------------
 
 
@@ -327,7 +352,7 @@ def train(opts: TrainOptions, dist: Dist | None = None, init: InitFrom | None = 
     metrics = MetricsLog(opts.out / "metrics.jsonl", enabled=dist.is_main)
     st = RunState()
     if ck is not None:
-        st = restore(trainer, ck, dist, metrics)
+        st = restore_newest_loadable(trainer, opts.out, ck, dist, metrics, progress)
         progress.message(f"resuming {opts.out} from step {st.step}")
     elif init is not None:
         _load_init_weights(trainer, init)

@@ -236,11 +236,27 @@ def test_checkpoint_every_zero_means_once_per_epoch(byte_data: Path):
         load_recipe("tiny", ["run.checkpoint_every=-1"])
 
 
-def test_resume_from_a_damaged_checkpoint_names_the_file(byte_data: Path, tmp_path: Path):
-    run = tmp_path / "run"
-    res = _train("--data", str(byte_data), "--out", str(run), "--steps", "2", "--set", "run.eval_batches=1")
+def _truncate(ck: Path, *steps: int) -> None:
+    for step in steps:  # cut short, as by a full disk
+        w = ck / f"step-{step:07d}" / "model.safetensors"
+        w.write_bytes(w.read_bytes()[:100])
+
+
+def test_resume_from_a_damaged_checkpoint_falls_back_then_names_the_file(byte_data: Path, tmp_path: Path):
+    run, ck = tmp_path / "run", tmp_path / "run" / "checkpoints"
+    common = ("--data", str(byte_data), "--out", str(run), "--set", "run.eval_batches=1",
+              "--set", "run.checkpoint_every=1", "--set", "run.keep_last=3")
+    assert _train(*common, "--steps", "2").exit_code == 0
+
+    # The latest is damaged, the one before loads: resume from it, with a warning.
+    _truncate(ck, 2)
+    res = CliRunner().invoke(main, ["train", *common, "--steps", "3", "--resume", "--device", "cpu"])
     assert res.exit_code == 0, res.output
-    weights = run / "checkpoints" / "step-0000002" / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:100])  # truncated by a full disk, say
-    res = _train("--data", str(byte_data), "--out", str(run), "--steps", "4", "--resume")
-    assert res.exit_code == 1 and str(weights) in res.output and "safetensors" in res.output
+    assert f"cannot resume from {ck / 'step-0000002'}" in res.output and "from step 1" in res.output
+    assert [c.step for c in list_checkpoints(run)] == [1, 2, 3]
+
+    # Nothing loads: the latest checkpoint's problem, by file name.
+    _truncate(ck, 1, 2, 3)
+    res = _train(*common, "--steps", "4", "--resume")
+    assert res.exit_code == 1
+    assert str(ck / "step-0000003" / "model.safetensors") in res.output and "safetensors" in res.output

@@ -25,10 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from inference import padded_byte_tokenizer  # noqa: E402
+
 import hrm_lsp.tokenizer as tokenizer_pkg  # noqa: E402
 from hrm_lsp.export.gguf import FLOAT_TYPES, load_model, model_to_gguf  # noqa: E402
 from hrm_lsp.model import build_model, preset  # noqa: E402
-from inference import padded_byte_tokenizer  # noqa: E402
 
 
 def main() -> None:

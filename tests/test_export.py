@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _tiny_hrgc import run_dir, trained_tiny
 from click.testing import CliRunner
 
-from _tiny_hrgc import run_dir, trained_tiny
 from hrm_lsp.cli import main
 from hrm_lsp.export.errors import ModelFileError
 from hrm_lsp.export.gguf import load_model, model_to_gguf

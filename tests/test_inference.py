@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from _tiny_hrgc import trained_tiny
 from click.testing import CliRunner
 
-from _tiny_hrgc import trained_tiny
 from hrm_lsp.cli import main
 from hrm_lsp.export.gguf import model_to_gguf
 from hrm_lsp.inference import CancelToken, CompletionRequest, Engine, Plan
@@ -137,7 +137,7 @@ def test_long_documents_are_cut_to_the_window_and_stay_stable(tiny):
         assert p.prefix.endswith("x" * i) and p.suffix and big[off:].startswith(p.suffix)
         prompts.append(p.ids)
     # The window start moved at most once; otherwise each keystroke appended one token.
-    moved = sum(1 for a, b in zip(prompts, prompts[1:]) if b[: len(a) - 1] != a[:-1])
+    moved = sum(1 for a, b in zip(prompts[:-1], prompts[1:], strict=True) if b[: len(a) - 1] != a[:-1])
     assert moved <= 1
 
 

@@ -91,7 +91,8 @@ def convert_model(model, seq_len: int = 256, quantize: bool = True):
         example += [torch.zeros(1, seq_len, dtype=torch.int32)] * 2
         inputs += [ct.TensorType(name="nibble", shape=(1, seq_len), dtype=np.int32),
                    ct.TensorType(name="acc", shape=(1, seq_len), dtype=np.int32)]
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.export's deprecation notices are not ours
         ep = torch.export.export(fwd, tuple(example)).run_decompositions({})
     _strip_alias(ep)
     with warnings.catch_warnings():

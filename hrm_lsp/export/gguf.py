@@ -88,7 +88,12 @@ def resolve_weights(source: str | Path) -> tuple[Path, Path | None]:
 
 def _load_source(source: str | Path, tokenizer=None):
     from hrm_lsp.model import build_model
-    from hrm_lsp.model.weights import WeightsError, config_from_metadata, load_weights, read_safetensors
+    from hrm_lsp.model.weights import (
+        WeightsError,
+        config_from_metadata,
+        load_weights,
+        read_safetensors,
+    )
     from hrm_lsp.tokenizer import TokenizerError, load_tokenizer
 
     weights, tok_dir = resolve_weights(source)

@@ -396,3 +396,69 @@ def load_model_mlx(path: str | Path) -> HRGC | GPT:
     model = build_model_mlx(config_from_metadata(meta, str(path)))
     load_arrays_mlx(model, arrays)
     return model
+
+
+# ---------------------------------------------------------------------------------------
+# 4-bit inference with MLX's quantized matmul
+
+
+def quantized_linear(p) -> nn.QuantizedLinear:
+    """An ``nn.QuantizedLinear`` holding exactly the values of a ``quant.Packed4``.
+
+    MLX's affine 4-bit computes ``scale * q + bias`` per group; GGML Q4_1 blocks are that with
+    ``bias = m`` and Q4_0 blocks with ``bias = -8 d``, so the exported weights map over
+    exactly (MLX packs 8 values per uint32, value ``i`` at bits ``4 i``).
+    """
+    out_f, in_f = p.shape
+    b = p.blocks
+    d = np.ascontiguousarray(b[..., 0:2]).view(np.float16).astype(np.float32)[..., 0]
+    off = 2
+    if p.symmetric:
+        bias = -8.0 * d
+    else:
+        bias = np.ascontiguousarray(b[..., 2:4]).view(np.float16).astype(np.float32)[..., 0]
+        off = 4
+    nib = b[..., off:]
+    q = np.concatenate([nib & 0x0F, nib >> 4], axis=-1).reshape(out_f, in_f).astype(np.uint32)
+    q = q.reshape(out_f, in_f // 8, 8)
+    packed = np.zeros((out_f, in_f // 8), dtype=np.uint32)
+    for i in range(8):
+        packed |= q[..., i] << np.uint32(4 * i)
+    ql = nn.QuantizedLinear(in_f, out_f, bias=False, group_size=p.group, bits=4)
+    ql.weight, ql.scales, ql.biases = mx.array(packed), mx.array(d), mx.array(bias)
+    return ql
+
+
+def quantize_mlx_model(model: HRGC | GPT, group: int | None = None,
+                       symmetric: bool | None = None) -> HRGC | GPT:
+    """Swap every block linear for a 4-bit ``nn.QuantizedLinear`` (in place; returns model).
+
+    The values are ``quant.pack_4bit``'s, i.e. those of the GGUF export and of QAT, so a
+    QAT-trained model runs here with the logits it was trained with.
+    """
+    from hrm_lsp.model.quant import is_quantizable, pack_4bit
+
+    cfg = model.cfg
+    group = group or cfg.qat_group
+    symmetric = cfg.qat_symmetric if symmetric is None else symmetric
+
+    def swap(path: str, module: nn.Module):
+        if isinstance(module, Linear) and is_quantizable(path + ".weight", module.weight.shape):
+            w = np.array(module.weight.astype(mx.float32))
+            return quantized_linear(pack_4bit(w, group, symmetric))
+        return None
+
+    replacements = []
+    for path, module in model.named_modules():
+        new = swap(path, module)
+        if new is not None:
+            replacements.append((path, new))
+    model.update_modules(_tree_from_paths(replacements))
+    return model
+
+
+def _tree_from_paths(items):
+    """{"a.b.0.c": m} -> nested dicts/lists as ``Module.update_modules`` expects."""
+    from mlx.utils import tree_unflatten
+
+    return tree_unflatten(items)

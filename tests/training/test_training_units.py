@@ -16,7 +16,7 @@ from hrm_lsp.tokenizer import symbols
 from hrm_lsp.tokenizer.byte import ByteTokenizer
 from hrm_lsp.training.checkpoint import latest_checkpoint, list_checkpoints, save_checkpoint
 from hrm_lsp.training.loss import SymbolIds, make_targets, plan_mask
-from hrm_lsp.training.metrics import MetricsLog, bits_per_byte, peak_flops, read_metrics
+from hrm_lsp.training.metrics import MetricsLog, bits_per_byte, mfu, peak_flops, read_metrics
 from hrm_lsp.training.recipe import ScheduleSection, load_recipe, recipe_names
 from hrm_lsp.training.schedule import lr_scale
 from hrm_lsp.training.torch_backend import module_lr_key
@@ -25,7 +25,7 @@ from hrm_lsp.training.torch_backend import module_lr_key
 
 
 def test_shipped_recipes_parse_and_record_their_source():
-    assert recipe_names() == ["default", "finetune", "seed000-mlx-4bit", "seed004-rocm", "tiny"]
+    assert recipe_names() == ["default", "finetune", "seed000-mlx-4bit", "seed004-rocm", "small-cpu", "tiny"]
     s4 = load_recipe("seed004-rocm")
     assert (s4.optim.planner_lr, s4.optim.generator_lr, s4.optim.refine_lr) == (3.6e-4, 2.4e-4, 3e-4)
     assert (s4.loss.plan_weight, s4.loss.code_weight, s4.loss.refine_weight) == (0.4, 0.4, 0.2)
@@ -49,7 +49,7 @@ def test_overrides_apply_and_unknown_keys_are_named():
         load_recipe("nope")
 
 
-@pytest.mark.parametrize("name", ["tiny", "default", "seed000-mlx-4bit", "seed004-rocm"])
+@pytest.mark.parametrize("name", ["tiny", "default", "seed000-mlx-4bit", "seed004-rocm", "small-cpu"])
 def test_dry_run_prints_the_budget_report(name: str):
     res = CliRunner().invoke(main, ["train", "--recipe", name, "--dry-run"])
     assert res.exit_code == 0, res.output
@@ -119,6 +119,8 @@ def test_bits_per_byte_and_peak_table():
     assert peak_flops("NVIDIA H100 80GB HBM3", bf16=True) == 989e12
     assert peak_flops("AMD Radeon RX 6700 XT", bf16=True) == 26.4e12
     assert peak_flops("Some CPU", bf16=True) is None
+    # MFU: 1e8 FLOPs/token at 1e4 tokens/s on a 1e12 FLOP/s device is 100%.
+    assert mfu(1e8, 1e4, 1e12) == pytest.approx(1.0) and mfu(1e8, 1e4, None) is None
 
 
 def test_module_learning_rates_follow_weight_names():

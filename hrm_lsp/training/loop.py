@@ -13,6 +13,8 @@ A backend offers: ``train_step(micro, lr_scale)``, ``eval_nats(targets, feats)``
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,8 +105,41 @@ def save(trainer, ctx: RunContext, st: RunState) -> None:
                     keep_last=ctx.recipe.run.keep_last, model_metadata=model_meta)
 
 
+class _StopAtStepEnd:
+    """Ctrl-C (SIGINT) finishes the current step, checkpoints it, then raises KeyboardInterrupt.
+
+    Stopping inside a step could leave the optimizer half-applied, which no checkpoint may
+    record; a second Ctrl-C interrupts at once. Single-process runs only: under torchrun the
+    ranks must agree on the step to stop at, so DDP keeps the default behaviour.
+    """
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if self.enabled:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)  # a second Ctrl-C: immediate
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
 def fit(trainer, data, ctx: RunContext, st: RunState) -> RunState:
     """Train from ``st`` to ``ctx.total_steps``; returns the final state."""
+    with _StopAtStepEnd(enabled=not ctx.dist.active) as stop:
+        return _fit(trainer, data, ctx, st, stop)
+
+
+def _fit(trainer, data, ctx: RunContext, st: RunState, stop: _StopAtStepEnd) -> RunState:
     r = ctx.recipe
     accum = r.optim.grad_accum
     tokens_per_step = r.data.batch_size * r.data.seq_len * accum * ctx.dist.world_size
@@ -159,6 +194,9 @@ def fit(trainer, data, ctx: RunContext, st: RunState) -> RunState:
                 f"{ev['val_bpb']:.3f} bits/byte | ppl {ev['val_ppl']:.2f}"
             )
 
-        if st.step % ctx.checkpoint_every == 0 or last:
+        if st.step % ctx.checkpoint_every == 0 or last or stop.requested:
             save(trainer, ctx, st)
+        if stop.requested and not last:
+            ctx.progress.message(f"interrupted: saved step {st.step}; continue with --resume")
+            raise KeyboardInterrupt
     return st

@@ -182,3 +182,35 @@ def test_source_directories_are_prepared_into_the_run(stdlib_src: Path, tmp_path
     manifest = json.loads((out / "data" / "manifest.json").read_text())
     assert manifest["tokenizer"]["kind"] == "byte"
     assert json.loads((out / "config.json").read_text())["data"] == str((out / "data").resolve())
+
+
+def test_ctrl_c_saves_the_finished_step_and_resume_is_exact(byte_data: Path, tmp_path: Path, monkeypatch):
+    """SIGINT during step 3 lets step 3 finish, checkpoints it and stops; resuming to 6 equals
+    6 straight steps."""
+    import signal
+
+    from hrm_lsp.training.torch_backend import TorchTrainer
+
+    common = ("run.eval_every=100", "run.eval_batches=1", "run.checkpoint_every=100")
+    straight = tmp_path / "straight"
+    train(opts(byte_data, straight, 6, *common))
+
+    real_step, calls = TorchTrainer.train_step, []
+
+    def step_then_sigint(self, micro, lr_scale):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives in the middle of step 3
+        return real_step(self, micro, lr_scale)
+
+    monkeypatch.setattr(TorchTrainer, "train_step", step_then_sigint)
+    stopped = tmp_path / "stopped"
+    with pytest.raises(KeyboardInterrupt):
+        train(opts(byte_data, stopped, 6, *common))
+    monkeypatch.setattr(TorchTrainer, "train_step", real_step)
+    assert latest_checkpoint(stopped).step == 3 and len(calls) == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+    train(opts(byte_data, stopped, 6, *common, resume=True))
+    a, b = _weights(straight, 6), _weights(stopped, 6)
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -238,13 +238,44 @@ def measure_training_peak(cfg: ModelConfig, batch: int, seq_len: int, steps: int
     return measure_training_peaks([(cfg, batch, seq_len)], steps)[0]
 
 
+CHECK_CASES = (  # (label, preset, overrides, batch, seq): each stresses a different term
+    ("tiny, activations + logits", "tiny", {}, 16, 256),
+    ("tiny, full gradient", "tiny", {"grad_mode": "full"}, 16, 256),
+    ("tiny, checkpointing", "tiny", {"grad_checkpointing": True}, 16, 256),
+    ("tiny GPT", "tiny", {"arch": "gpt"}, 16, 256),
+    ("small", "small", {}, 4, 256),
+    ("small (vocab 256), full + checkpointing", "small",
+     {"vocab_size": 256, "grad_mode": "full", "grad_checkpointing": True}, 8, 256),
+    ("seed000, optimizer-dominated", "seed000", {}, 2, 128),
+    ("seed000, full + checkpointing", "seed000", {"grad_mode": "full", "grad_checkpointing": True}, 2, 128),
+    ("default, weights + AdamW", "default", {}, 1, 64),
+)
+
+
+def check() -> None:
+    """Print estimate vs measured peak RSS for CHECK_CASES (a markdown table)."""
+    from hrm_lsp.model.config import preset
+
+    cases = [(preset(p, **o), b, t) for _, p, o, b, t in CHECK_CASES]
+    measured = measure_training_peaks(cases)
+    print("| case | batch x seq | estimated MiB | measured MiB | ratio |")
+    print("|---|---|---:|---:|---:|")
+    for (label, *_), (cfg, b, t), m in zip(CHECK_CASES, cases, measured, strict=True):
+        e = estimate_memory(cfg, b, t).total
+        print(f"| {label} | {b} x {t} | {e / 2**20:.1f} | {m / 2**20:.1f} | {e / m:.2f} |", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``python -m hrm_lsp.model.memory PRESET BATCH SEQ [budget_GiB]``: print the estimate."""
+    """``python -m hrm_lsp.model.memory PRESET BATCH SEQ [BUDGET_GIB]`` or ``--check``."""
     from hrm_lsp.model.config import preset
 
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--check"]:
+        check()
+        return
     if len(argv) < 3:
-        print("usage: python -m hrm_lsp.model.memory PRESET BATCH SEQ [BUDGET_GIB]", file=sys.stderr)
+        print("usage: python -m hrm_lsp.model.memory PRESET BATCH SEQ [BUDGET_GIB] | --check",
+              file=sys.stderr)
         raise SystemExit(2)
     cfg = preset(argv[0])
     for mode in ("one_step", "full"):

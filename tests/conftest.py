@@ -39,3 +39,15 @@ def goroot() -> Path:
 def stdlib_src(goroot: Path) -> Path:
     """``$GOROOT/src``: real, BSD-licensed Go code for tests."""
     return goroot / "src"
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Pin torch to one thread: small tensors gain nothing from a second one, and on a
+    shared 2-core machine OpenMP barriers between two threads cost more than the work."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

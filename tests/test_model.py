@@ -26,14 +26,7 @@ from hrm_lsp.model.weights import load_model_file
 INCREMENTAL_ATOL = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors gain nothing from a second thread, and on a shared 2-core machine OpenMP
-    # barriers between two threads cost more than the work.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(**overrides) -> HRGC | GPT:

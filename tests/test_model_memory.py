@@ -17,13 +17,7 @@ from hrm_lsp.model.memory import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small tensors gain nothing from a second thread; on a shared machine it only waits.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("name,overrides", [("tiny", {}), ("small", {}), ("default", {}),

@@ -10,19 +10,10 @@ from hrm_lsp.model import build_model, preset, save_weights
 from hrm_lsp.model.weights import WeightsError, load_model_file
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small tensors gain nothing from a second thread; on a shared machine it only waits.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 mx = pytest.importorskip("mlx.core")
 mlx_hrgc = pytest.importorskip("hrm_lsp.model.mlx_hrgc")
 
-pytestmark = pytest.mark.mlx
+pytestmark = [pytest.mark.mlx, pytest.mark.usefixtures("one_torch_thread")]
 PARITY_ATOL = 1e-4  # max abs logit difference, fp32 on CPU (the bound)
 
 

@@ -20,13 +20,7 @@ from hrm_lsp.model.quant import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small tensors gain nothing from a second thread; on a shared machine it only waits.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _weight(out_f=48, in_f=128, seed=0):

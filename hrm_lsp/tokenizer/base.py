@@ -32,9 +32,15 @@ class Tokenizer(ABC):
     def eot_id(self) -> int:
         return self.id_of(symbols.EOT)
 
-    @abstractmethod
+    # Each kind fills this in its constructor: special symbol name -> id (pad included).
+    _special_ids: dict[str, int]
+
     def id_of(self, symbol: str) -> int:
         """Id of a special symbol; KeyError for anything else."""
+        try:
+            return self._special_ids[symbol]
+        except KeyError:
+            raise KeyError(f"{symbol!r} is not a special symbol") from None
 
     @abstractmethod
     def encode(self, text: str) -> list[int]:

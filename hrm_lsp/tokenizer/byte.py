@@ -107,12 +107,6 @@ class ByteTokenizer(Tokenizer):
     def vocab_size(self) -> int:
         return 256 + len(symbols.SPECIALS)
 
-    def id_of(self, symbol: str) -> int:
-        try:
-            return self._special_ids[symbol]
-        except KeyError:
-            raise KeyError(f"{symbol!r} is not a special symbol") from None
-
     def encode(self, text: str) -> list[int]:
         return list(text.encode("utf-8"))
 

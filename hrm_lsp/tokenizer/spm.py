@@ -55,12 +55,6 @@ class SpmTokenizer(Tokenizer):
     def vocab_size(self) -> int:
         return self._sp.get_piece_size()
 
-    def id_of(self, symbol: str) -> int:
-        try:
-            return self._special_ids[symbol]
-        except KeyError:
-            raise KeyError(f"{symbol!r} is not a special symbol") from None
-
     def encode(self, text: str) -> list[int]:
         out: list[int] = []
         pos = 0

@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"| {kind} | {err:.4f} | {bpb:.4f} | {bpb - fp_bpb:+.4f} |", flush=True)
     # QAT: continue training the same weights with fake quantization (g32 symmetric), and
     # compare with the same number of extra fp32 steps so the gap is not just more training.
+    fp_ref = float("nan")  # set by the fp32 pass, which runs first
     for bits in (0, 4):
         m = build_model(cfg.replace(qat_bits=bits, qat_group=32, qat_symmetric=True))
         m.load_state_dict(model.state_dict())

@@ -16,7 +16,6 @@ from hrm_lsp.model.memory import (
     measure_training_peaks,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

@@ -9,7 +9,6 @@ import torch
 from hrm_lsp.model import build_model, preset, save_weights
 from hrm_lsp.model.weights import WeightsError, load_model_file
 
-
 mx = pytest.importorskip("mlx.core")
 mlx_hrgc = pytest.importorskip("hrm_lsp.model.mlx_hrgc")
 

@@ -19,7 +19,6 @@ from hrm_lsp.model.quant import (
     unpack_4bit,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

@@ -4,4 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh runtime
 export GOTOOLCHAIN=local GOPROXY=off
-.venv/bin/hrm-lsp check examples/wordcount/wordcount.go
+# A real completion with the shipped model (hrm_lsp/assets/hrgc-default.gguf): plan, code,
+# and the validators' verdict, at the empty line of the loop in Title (line 10, column 3).
+.venv/bin/hrm-lsp complete examples/textutil/textutil.go:10:3 --multiline

@@ -6,8 +6,11 @@ cd "$(dirname "$0")/.."
 mode="${1:-runtime}"
 py="${PYTHON:-}"
 if [ -z "$py" ]; then
-  for cand in python3.12 python3.11 python3.10 python3; do
-    if command -v "$cand" >/dev/null 2>&1; then py="$cand"; break; fi
+  # Run each candidate: a pyenv shim can exist on PATH for a version that is not selected.
+  for cand in python3 python3.12 python3.11 python3.10; do
+    if "$cand" -c 'import sys; sys.exit(sys.version_info < (3, 10))' >/dev/null 2>&1; then
+      py="$cand"; break
+    fi
   done
 fi
 [ -n "$py" ] || { echo "error: Python 3.10+ not found; install it and re-run" >&2; exit 2; }

@@ -378,3 +378,19 @@ def test_stale_workspaces_are_swept(tmp_path: Path, monkeypatch):
     os.utime(old, (day_ago, day_ago))
     assert workspace.tmp_root() == root
     assert not old.exists() and fresh.exists()
+
+
+def test_read_source_names_every_bad_file(tmp_path):
+    from hrm_lsp.validators.types import InvalidSourceError, read_source
+
+    with pytest.raises(InvalidSourceError, match="no such file"):
+        read_source(tmp_path / "absent.go")
+    with pytest.raises(InvalidSourceError, match="is a directory"):
+        read_source(tmp_path)
+    bad = tmp_path / "bad.go"
+    bad.write_bytes(b"package p\n// \xff\n")
+    with pytest.raises(InvalidSourceError, match=r"bad.go:2:4: not valid UTF-8"):
+        read_source(bad)
+    good = tmp_path / "good.go"
+    good.write_text("package p\n", encoding="utf-8")
+    assert read_source(good) == "package p\n"

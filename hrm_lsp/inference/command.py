@@ -36,18 +36,10 @@ def offset_of(text: str, line: int, col: int) -> int:
 
 def read_go_file(path: Path) -> str:
     """The file's text (strict UTF-8), or InferenceError saying what is wrong."""
-    from hrm_lsp.validators.types import InvalidSourceError, decode_source
+    from hrm_lsp.validators.types import InvalidSourceError, read_source
 
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InferenceError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InferenceError(f"{path}: is a directory") from None
-    except OSError as e:
-        raise InferenceError(f"{path}: cannot read ({e.strerror})") from None
-    try:
-        return decode_source(data, str(path))
+        return read_source(path)
     except InvalidSourceError as e:
         raise InferenceError(str(e)) from None
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hrm_lsp.validators.pipeline import validate
-from hrm_lsp.validators.types import InvalidSourceError, ValidationResult, decode_source
+from hrm_lsp.validators.types import InvalidSourceError, ValidationResult, read_source
 
 EXIT_OK, EXIT_DIAGNOSTICS, EXIT_ENV = 0, 1, 2
 
@@ -41,18 +41,7 @@ def check_file(path: str, *, vet: bool = True, timeout: float = 60.0) -> FileRep
         rep.error = f"{path}: not a .go file"
         return rep
     try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        rep.error = f"{path}: no such file"
-        return rep
-    except IsADirectoryError:
-        rep.error = f"{path}: is a directory; pass .go files"
-        return rep
-    except OSError as e:
-        rep.error = f"{path}: cannot read: {e.strerror or e}"
-        return rep
-    try:
-        text = decode_source(data, path)
+        text = read_source(path)
     except InvalidSourceError as e:
         rep.error = str(e)
         return rep

@@ -24,6 +24,7 @@ from hrm_lsp.validators.types import (
     ValidationResult,
     decode_source,
     encode_source,
+    read_source,
 )
 from hrm_lsp.validators.vet import run_vet
 from hrm_lsp.validators.workspace import package_context
@@ -161,6 +162,4 @@ def _copy(r: ValidationResult, **changes) -> ValidationResult:
 
 def validate_file(path: str | os.PathLike, **kwargs) -> ValidationResult:
     """Read ``path`` (strict UTF-8, InvalidSourceError otherwise) and validate it in place."""
-    p = Path(path)
-    data = p.read_bytes()
-    return validate(decode_source(data, str(p)), p, **kwargs)
+    return validate(read_source(path), Path(path), **kwargs)

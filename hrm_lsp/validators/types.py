@@ -7,7 +7,9 @@ Go and tree-sitter report byte columns; :class:`SourceText` converts them.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 Stage = Literal["syntax", "gofmt", "vet", "test"]
@@ -92,6 +94,21 @@ def decode_source(data: bytes, name: str = "<input>") -> str:
         ) from None
     # A UTF-8 byte-order mark is legal for Go only at the very start; gofmt drops it.
     return text
+
+
+def read_source(path: str | os.PathLike) -> str:
+    """Read a Go file from disk as strict UTF-8; every failure is an InvalidSourceError that
+    names the file and says what is wrong (missing, a directory, unreadable, not UTF-8)."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise InvalidSourceError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InvalidSourceError(f"{path}: is a directory; pass .go files") from None
+    except OSError as e:
+        raise InvalidSourceError(f"{path}: cannot read: {e.strerror or e}") from None
+    return decode_source(data, str(path))
 
 
 def encode_source(text: str) -> bytes:

@@ -25,7 +25,7 @@ DEFAULT_CHUNK_BYTES = 6000
 class Document:
     """One training example before tokenization."""
 
-    kind: str  # "snapshot" | "git" | "pr" | "refine"
+    kind: str  # "snapshot" | "git" | "pijul" | "pr" | "refine"
     repo: str
     path: str
     unit: str  # split unit: "repo" or "repo/package-dir"

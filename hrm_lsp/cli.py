@@ -104,8 +104,10 @@ def serve(model: str | None, log_file: str | None, log_level: str, tcp_port: int
 @click.option("--top-p", type=click.FloatRange(0.0, 1.0, min_open=True), default=1.0, show_default=True)
 @click.option("--device", default="auto", show_default=True,
               type=click.Choice(["auto", "cuda", "rocm", "mps", "cpu"]))
-@click.option("--backend", default="torch", show_default=True, type=click.Choice(["torch", "mlx"]),
-              help="mlx: the MLX twin of the model (needs the mlx extra).")
+@click.option("--backend", default="auto", show_default=True,
+              type=click.Choice(["auto", "onnx", "torch", "mlx"]),
+              help="auto: onnx (ONNX Runtime, 4-bit kernels) on CPU, torch on a GPU; "
+                   "mlx: the MLX twin of the model (needs the mlx extra).")
 def complete(location: str, model: str | None, multiline: bool, as_json: bool,
              max_tokens: int | None, time_budget_ms: float, no_refine: bool, stages: str,
              temperature: float, top_p: float, device: str, backend: str) -> None:

@@ -356,9 +356,10 @@ def test_complete_without_a_model_says_what_to_do(tmp_path, monkeypatch):
 
 
 @pytest.mark.mlx
-def test_mlx_backend_gives_the_torch_completions(tiny, engine):
+def test_mlx_backend_gives_the_torch_completions(tiny):
     pytest.importorskip("mlx.core")
     model, tok = tiny
+    engine = Engine(model, tok, threads=1, backend="torch")
     mlx_engine = Engine(model, tok, threads=1, backend="mlx")
     texts = []
     for needle in ('import "errors"', "\tn := 0"):

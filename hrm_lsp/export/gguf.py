@@ -103,7 +103,7 @@ def _load_source(source: str | Path, tokenizer=None):
             cfg = config_from_metadata(meta, str(weights))
         else:
             cfg = _run_config(tok_dir, weights)
-        model = build_model(cfg)
+        model = build_model(cfg, init=False)  # load_weights requires every weight
         load_weights(model, tensors)
     except WeightsError as e:
         raise ModelFileError(str(e)) from None
@@ -311,7 +311,7 @@ def _load_gguf(path: Path):
     if tok.vocab_size != cfg.vocab_size:
         raise ModelFileError(f"{path}: embedded tokenizer has {tok.vocab_size} ids, the model {cfg.vocab_size}")
 
-    model = build_model(cfg)
+    model = build_model(cfg, init=False)  # every weight is read from the file below
     expected = state_dict_for_export(model)
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
@@ -359,6 +359,13 @@ def _load_gguf(path: Path):
     with torch.no_grad():
         for name, t in state.items():
             own[name].copy_(t)
+    # The 4-bit weights were just dequantized: they are their own 4-bit round trip, so the
+    # linears need no fake quantization (bake_qat would re-quantize them to the same values).
+    from hrm_lsp.model.hrgc import Linear
+
+    for name, m in model.named_modules():
+        if isinstance(m, Linear) and f"{name}.weight" in qshapes:
+            m.qat_bits = 0
     info = ModelMetadata(path, "gguf", arch, meta.get(f"{NS}.checksum.sha256", ""), quant,
                          meta.get(KEY_FLOAT, "f32"), meta.get(KEY_SOURCE, ""))
     return model.eval(), tok, info

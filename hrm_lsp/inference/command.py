@@ -47,7 +47,7 @@ def read_go_file(path: Path) -> str:
 def run_complete(spec: str, model: str | None, *, multiline: bool, max_tokens: int | None,
                  time_budget_ms: float, refine: bool, stages: tuple[str, ...],
                  device: str = "auto", temperature: float = 0.0, top_p: float = 1.0,
-                 backend: str = "torch") -> Completion:
+                 backend: str = "auto") -> Completion:
     """Load the model, read the file and complete at the location."""
     from hrm_lsp.inference.engine import Engine
 

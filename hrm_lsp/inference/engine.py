@@ -56,29 +56,39 @@ def _torch_threads(n: int | None):
         torch.set_num_threads(old)
 
 
+BACKENDS = ("auto", "onnx", "torch", "mlx")  # auto: onnx on CPU where it imports, else torch
+
+
 class Engine:
     """Completions from one model. Build with ``Engine.load(path)``."""
 
     def __init__(self, model, tokenizer, metadata: Any = None, *, max_sessions: int = 4,
-                 threads: int | None = None, backend: str = "torch"):
-        # threads: torch intra-op threads while generating (None: leave torch's setting).
-        # Batch-1 decoding of a small model gains little from more threads, and on a busy
-        # machine they wait on each other (docs/benchmarks.md, "Inference").
+                 threads: int | None = None, backend: str = "auto", ort_options: Any = None):
+        # threads: intra-op threads while generating; None picks the backend's default
+        # (torch on CPU: 1; onnx: ort.default_threads()). Batch-1 decoding of a small model
+        # gains little from more threads, and on a busy machine they wait on each other
+        # (docs/benchmarks.md, "Inference"). backend: one of BACKENDS; ort_options: the
+        # onnx backend's ORTOptions (threads, accuracy level, head bits).
         self.threads = threads
         self.model = model.eval()
         self.tok = tokenizer
         self.metadata = metadata
         self.cfg = model.cfg
         self.capacity = self.cfg.max_seq_len
-        if backend not in ("torch", "mlx"):
-            raise ValueError(f"backend must be 'torch' or 'mlx', got {backend!r}")
-        self.backend = backend
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         runner = None
         if backend == "mlx":
             try:
                 runner = MLXRunner(model)
             except ImportError:
                 raise ModelFileError("the MLX backend needs mlx: pip install 'hrm-lsp[mlx]'") from None
+        elif backend in ("auto", "onnx"):
+            runner = self._onnx_runner(backend, threads, ort_options)
+            backend = "onnx" if runner is not None else "torch"
+        self.backend = backend
+        if backend == "torch" and threads is None and self.device.type == "cpu":
+            self.threads = 1
         self.sessions = SessionPool(model, tokenizer, self.capacity, max_sessions, runner)
         self._lock = threading.Lock()
         sp = tokenizer.special_ids
@@ -94,14 +104,31 @@ class Engine:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def _onnx_runner(self, backend: str, threads: int | None, options: Any):
+        """The ONNX Runtime runner (CPU only), or None where ``auto`` should use torch."""
+        from hrm_lsp.inference import ort
+
+        if self.device.type != "cpu":
+            if backend == "onnx":
+                raise ModelFileError(f"the onnx backend runs on CPU; the model is on {self.device}")
+            return None
+        if options is None:
+            options = ort.ORTOptions(threads=threads or ort.default_threads())
+        try:
+            return ort.ORTRunner(self.model, options)
+        except Exception as e:  # the graph or the runtime cannot take this model
+            if backend == "onnx":
+                raise ModelFileError(f"the onnx backend cannot run this model: {e}") from e
+            log.warning("onnx backend unavailable (%s); decoding with torch", e)
+            return None
+
     @classmethod
     def load(cls, model_path: str | Path | None = None, device: str = "auto", **kwargs) -> Engine:
         """Load a GGUF file (or run directory/checkpoint); ModelFileError when unusable.
 
         ``None`` means the shipped default model (``hrm_lsp.paths.default_model_path()``).
-        On CPU, generation uses one torch thread unless ``threads`` is given: measured on the
-        2-core machine, batch-1 decoding with two threads was several times slower whenever
-        anything else ran (docs/benchmarks.md, "Inference").
+        On CPU the ``auto`` backend decodes with ONNX Runtime (``hrm_lsp.inference.ort``)
+        where it imports, else with one torch thread (see ``__init__``).
         """
         from hrm_lsp.device import DeviceError, resolve_device
         from hrm_lsp.export.gguf import load_model
@@ -119,8 +146,6 @@ class Engine:
         except DeviceError as e:
             raise ModelFileError(str(e)) from None
         model, tok, meta = load_model(model_path, device=dev)
-        if dev == "cpu":
-            kwargs.setdefault("threads", 1)
         return cls(model, tok, meta, **kwargs)
 
     # -----------------------------------------------------------------------------------

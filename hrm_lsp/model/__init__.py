@@ -13,10 +13,13 @@ from hrm_lsp.model.hrgc import HRGC, HRGCState, ModelOutput
 from hrm_lsp.model.weights import WeightsError, load_weights, save_weights, state_dict_for_export
 
 
-def build_model(cfg: ModelConfig) -> HRGC | GPT:
-    """HRGC or the GPT baseline, as ``cfg.arch`` says, with fresh weights (fp32, CPU)."""
+def build_model(cfg: ModelConfig, init: bool = True) -> HRGC | GPT:
+    """HRGC or the GPT baseline, as ``cfg.arch`` says, with fresh weights (fp32, CPU).
+
+    ``init=False`` skips the weight initialisation (for loaders that overwrite every weight;
+    the initial-state buffers are still the fixed ones)."""
     cfg.validate()
-    return GPT(cfg) if cfg.arch == "gpt" else HRGC(cfg)
+    return GPT(cfg, init) if cfg.arch == "gpt" else HRGC(cfg, init)
 
 
 __all__ = [

@@ -18,11 +18,11 @@ from hrm_lsp.model.hrgc import Block, LMBase, ModelOutput, RMSNorm
 
 
 class GPT(LMBase):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, init: bool = True):
         super().__init__(cfg)
         self.layers = nn.ModuleList(Block(cfg, prenorm=True) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.init_weights()
+        self._init_or_tie(init)
 
     def forward(self, ids, nibble=None, acc=None, cache: KVCache | None = None,
                 last_only: bool = False) -> ModelOutput:

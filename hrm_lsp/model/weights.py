@@ -101,6 +101,6 @@ def load_model_file(path: str | Path):
     from hrm_lsp.model import build_model
 
     tensors, meta = read_safetensors(path)
-    model = build_model(config_from_metadata(meta, str(path)))
+    model = build_model(config_from_metadata(meta, str(path)), init=False)  # all weights loaded
     load_weights(model, tensors)
     return model

@@ -10,8 +10,11 @@ A pijul repository (a directory holding ``.pijul/``) is mined with the ``pijul``
    whose headers name the touched paths (``Edit in "a.go":12 …``, ``File addition: "a.go" in
    "pkg" …``, ``Moved: …``, ``File deletion: …``); the touched ``.go`` files are read from
    the working copy (the state *after* the change);
-4. ``pijul unrecord --reset HASH`` removes the change from the copy and rewrites its working
-   copy (the state *before* the change), where the same paths are read again.
+4. ``pijul unrecord HASH`` removes the change from the copy's channel; the working copy is
+   emptied and ``pijul reset`` writes it again (the state *before* the change), where the same
+   paths are read again. (``unrecord --reset`` is not used: as libpijul's unrecord code reads,
+   it leaves the files the change added on disk, untracked; ``reset`` writes every tracked
+   file missing from disk.)
 
 The newest change always has no dependents in its channel, so unrecording newest first always
 works; the walk is newest first like ``git rev-list``, one change at a time (memory does not
@@ -443,6 +446,18 @@ def _err(r: subprocess.CompletedProcess) -> str:
     return msg[-1] if msg else f"exit status {r.returncode}"
 
 
+def _empty_working_copy(work: Path) -> None:
+    """Remove everything but ``.pijul`` from the temporary working copy, so that the next
+    ``pijul reset`` writes exactly the files of the channel (no leftovers of a later state)."""
+    for entry in os.scandir(work):
+        if entry.name == PIJUL_DIR:
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.unlink(entry.path)
+
+
 def _go_files(work: Path, prefix: str) -> set[str]:
     """Repository-relative paths of the ``.go`` files under ``prefix`` in the working copy."""
     base = work / prefix if prefix else work
@@ -577,7 +592,8 @@ def iter_pijul_history(repo: Path, skips: Skips, *, max_commits: int | None = No
             if change is not None and cutoff is not None and change.timestamp is not None \
                     and change.timestamp < cutoff:
                 break
-            # The after-state of the touched files must be read before the unrecord rewrites it.
+            # The after-state of the touched files must be read before the working copy is
+            # rewritten.
             after = _ReadTree(after_paths)
             relevant = False
             if change is not None:
@@ -588,9 +604,14 @@ def iter_pijul_history(repo: Path, skips: Skips, *, max_commits: int | None = No
                     if hunk.path in after_paths and hunk.path not in after.contents:
                         after.contents[hunk.path] = _read(work, hunk.path)
             if len(hashes) > 1:
-                u = _pijul(exe, work, "unrecord", "--reset", h)
+                u = _pijul(exe, work, "unrecord", h)
                 if u.returncode != 0:
                     skips.add("pijul unrecord failed (older changes not read)", f"{where}: {_err(u)}")
+                    break
+                _empty_working_copy(work)
+                u = _pijul(exe, work, "reset")
+                if u.returncode != 0:
+                    skips.add("pijul reset failed (older changes not read)", f"{where}: {_err(u)}")
                     break
                 before_paths = _go_files(work, prefix)
             else:

@@ -2,8 +2,9 @@
 
 It is NOT pijul: it keeps a repository as a JSON list of full snapshots in `.pijul/pristine/db`
 and prints what pijul 1.0 prints for `log --hash-only --limit N`, `change HASH` (a TOML header,
-`# Dependencies`, `# Hunks` with libpijul's hunk headers), `reset` and `unrecord --reset HASH`
-(only the newest change, as pijul refuses to unrecord a change others depend on). It lets the
+`# Dependencies`, `# Hunks` with libpijul's hunk headers), `reset` (writes the tracked files,
+leaves others) and `unrecord HASH` (the channel only; only the newest change, as pijul refuses
+to unrecord a change others depend on). It lets the
 history walk (temporary copy, state reading, stopping rules) be tested here; the real binary is
 tested by test_real_pijul_history when pijul is on PATH.
 
@@ -40,11 +41,7 @@ def _root() -> Path:
 
 
 def _write_working_copy(root: Path, changes: list[dict]) -> None:
-    for p in sorted(root.rglob("*"), reverse=True):
-        rel = p.relative_to(root)
-        if rel.parts[0] == ".pijul":
-            continue
-        p.unlink() if p.is_file() else p.rmdir()
+    # Like pijul's output: tracked files are written, files it does not track are left alone.
     for name, text in (changes[-1]["files"] if changes else {}).items():
         f = root / name
         f.parent.mkdir(parents=True, exist_ok=True)
@@ -120,14 +117,13 @@ def main(argv: list[str]) -> int:
             print(f"Error: Change not found: {args[0]}", file=sys.stderr)
             return 1
         sys.stdout.write(_change_text(changes, i))
-    elif cmd == "unrecord" and args[:1] == ["--reset"]:
-        if not changes or changes[-1]["hash"] != args[1]:
-            print(f"Error: Cannot unrecord change {args[1]} because {changes[-1]['hash']} depend on it",
+    elif cmd == "unrecord" and len(args) == 1:  # the channel only; the working copy is kept
+        if not changes or changes[-1]["hash"] != args[0]:
+            print(f"Error: Cannot unrecord change {args[0]} because {changes[-1]['hash']} depend on it",
                   file=sys.stderr)
             return 1
         changes.pop()
         (root / DB).write_text(json.dumps(changes))
-        _write_working_copy(root, changes)
     else:
         print(f"error: unexpected arguments {argv}", file=sys.stderr)
         return 2

@@ -384,11 +384,12 @@ def test_prepare_mines_pijul_history(tmp_path: Path, standin: str, monkeypatch: 
 
 
 @pytest.mark.skipif(shutil.which("pijul") is None, reason="pijul is not installed here")
-def test_real_pijul_history(tmp_path: Path) -> None:
-    env = {**os.environ, "HOME": str(tmp_path / "home"), "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
-           "XDG_DATA_HOME": str(tmp_path / "data"), "NO_COLOR": "1", "EDITOR": "true", "VISUAL": "true"}
-    for d in ("home", "cfg", "data"):
+def test_real_pijul_history(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A throw-away identity: pijul signs every recorded change with one.
+    for var, d in (("HOME", "home"), ("XDG_CONFIG_HOME", "cfg"), ("XDG_DATA_HOME", "data")):
         (tmp_path / d).mkdir()
+        monkeypatch.setenv(var, str(tmp_path / d))
+    env = {**os.environ, "NO_COLOR": "1", "EDITOR": "true", "VISUAL": "true"}
     repo = tmp_path / "calcpj"
 
     def pj(*args: str, cwd: Path = repo) -> str:
@@ -409,17 +410,8 @@ def test_real_pijul_history(tmp_path: Path) -> None:
        "The loop skipped the first element.", "--timestamp", "1706781600")
     digest = _tree_digest(repo)
 
-    monkey_env = {k: os.environ.get(k) for k in ("HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME")}
-    os.environ.update({k: env[k] for k in monkey_env})
-    try:
-        skips = Skips()
-        got = list(iter_pijul_history(repo, skips))
-    finally:
-        for k, v in monkey_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    skips = Skips()
+    got = list(iter_pijul_history(repo, skips))
     assert _tree_digest(repo) == digest, "the repository must only be read"
     assert [(r.path, r.message.splitlines()[0]) for r, _ in got] == [
         ("calc/sum.go", "calc: fix off-by-one in Sum"), ("calc/sum.go", "Add calc package with Sum")]

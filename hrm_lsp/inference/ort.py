@@ -372,6 +372,15 @@ class ORTCache:
         self.values = [ort.OrtValue.ortvalue_from_numpy(a) for a in self.arrays]
         self.capacity = capacity
         self.length = 0
+        # Bound once: each step only rebinds the ids and lengths (rebinding the 2 x 18 cache
+        # buffers per token cost about 0.4 ms, 8% of a `default` step, on the 2-core CPU).
+        self.io = runner.session.io_binding()
+        for s in range(runner.n_slots):
+            for j, kind in enumerate(("k", "v")):
+                self.io.bind_ortvalue_input(f"{kind}{s}", self.values[2 * s + j])
+                self.io.bind_ortvalue_output(f"{kind}{s}_out", self.values[2 * s + j])
+        self.io.bind_ortvalue_output("logits", runner._logits_v)
+        self.io.bind_ortvalue_output("refine", runner._refine_v)
 
     def truncate(self, n: int) -> None:
         if n < 0:
@@ -427,19 +436,12 @@ class ORTRunner(Runner):
         if lo < 0 or hi >= self.cfg.vocab_size:
             raise ValueError(f"token ids must be in [0, {self.cfg.vocab_size}), got {lo}..{hi}")
         total = cache.length + T
-        io = self.session.io_binding()
+        io = cache.io
         io.bind_cpu_input("ids", np.asarray([ids], np.int64))
         for k, v in feats.items():
             io.bind_cpu_input(k, np.asarray(v, np.int64)[None])
         io.bind_cpu_input("seqlens_k", np.array([total - 1], np.int32))
         io.bind_cpu_input("total_len", np.array(total, np.int32))
-        for s in range(self.n_slots):
-            for j, kind in enumerate(("k", "v")):
-                val = cache.values[2 * s + j]
-                io.bind_ortvalue_input(f"{kind}{s}", val)
-                io.bind_ortvalue_output(f"{kind}{s}_out", val)
-        io.bind_ortvalue_output("logits", self._logits_v)
-        io.bind_ortvalue_output("refine", self._refine_v)
         self.session.run_with_iobinding(io)
         cache.length = total
         return torch.from_numpy(self._logits[0, 0].copy()), torch.tensor(float(self._refine[0, 0, 0]))

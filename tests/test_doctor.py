@@ -21,7 +21,9 @@ def doctor_json(env: dict | None = None):
 def test_doctor_json_reports_every_item():
     code, doc = doctor_json()
     checks = {c["name"]: c for c in doc["checks"]}
-    assert set(checks) >= {"python", "packages", "go", "tree-sitter-go", "torch devices", "mlx", "model"}
+    assert set(checks) >= {"python", "packages", "go", "tree-sitter-go", "torch devices", "mlx", "model",
+                           "onnx backend"}
+    assert checks["onnx backend"]["status"] == "ok" and "4-bit kernels run" in checks["onnx backend"]["detail"]
     tc = find_go()
     assert checks["go"]["status"] == "ok"
     assert tc.version in checks["go"]["detail"] and str(tc.go) in checks["go"]["detail"]

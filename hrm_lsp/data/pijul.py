@@ -481,21 +481,10 @@ def _read(work: Path, rel: str) -> bytes | str:
         return "unreadable"
 
 
-class _ReadTree(Mapping[str, bytes | str]):
-    """The ``.go`` files of a state whose changed files were read before the working copy moved
-    on: every path is a member (moves are matched against them), only read ones have bytes."""
+class _Tree(Mapping[str, bytes | str]):
+    """The ``.go`` paths of one state; subclasses say how a file's bytes are had."""
 
-    def __init__(self, paths: set[str]) -> None:
-        self.paths: set[str] = paths
-        self.contents: dict[str, bytes | str] = {}
-
-    def __getitem__(self, key: str) -> bytes | str:
-        if key not in self.paths:
-            raise KeyError(key)
-        try:
-            return self.contents[key]
-        except KeyError:
-            raise LookupError(f"{key}: not read before the working copy changed") from None
+    paths: set[str]
 
     def __contains__(self, key: object) -> bool:
         return key in self.paths
@@ -507,7 +496,24 @@ class _ReadTree(Mapping[str, bytes | str]):
         return len(self.paths)
 
 
-class _LazyTree(Mapping[str, bytes | str]):
+class _ReadTree(_Tree):
+    """The ``.go`` files of a state whose changed files were read before the working copy moved
+    on: every path is a member (moves are matched against them), only read ones have bytes."""
+
+    def __init__(self, paths: set[str]) -> None:
+        self.paths = paths
+        self.contents: dict[str, bytes | str] = {}
+
+    def __getitem__(self, key: str) -> bytes | str:
+        if key not in self.paths:
+            raise KeyError(key)
+        try:
+            return self.contents[key]
+        except KeyError:
+            raise LookupError(f"{key}: not read before the working copy changed") from None
+
+
+class _LazyTree(_Tree):
     """The ``.go`` files of the working copy, read when asked (the before-state: only the
     changed files and move candidates are ever read)."""
 
@@ -521,15 +527,6 @@ class _LazyTree(Mapping[str, bytes | str]):
         if key not in self.cache:
             self.cache[key] = _read(self.work, key)
         return self.cache[key]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.paths
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self.paths))
-
-    def __len__(self) -> int:
-        return len(self.paths)
 
 
 def iter_pijul_history(repo: Path, skips: Skips, *, max_commits: int | None = None,

@@ -332,22 +332,17 @@ class _Builder:
         # HRGC: the recurrence of hrgc.HRGC.forward. Cache slots are numbered in graph order
         # (the torch cache orders them differently; each backend's caches are its own).
         z_H, z_L = g.const(self.sd["H_init"], "H_init"), g.const(self.sd["L_init"], "L_init")
-        order = []
         for _h in range(cfg.H_cycles):
+            inj = g.op("Add", [z_H, x])  # the generator's injection, fixed within an H cycle
             for _l in range(cfg.L_cycles):
-                order.append("L")
-            order.append("H")
-        for module in order:
-            if module == "L":
-                z = g.op("Add", [z_L, g.op("Add", [z_H, x])])
+                z = g.op("Add", [z_L, inj])
                 for i in range(cfg.L_layers):
                     z = self.block(z, f"L.layers.{i}")
                 z_L = z
-            else:
-                z = g.op("Add", [z_H, z_L])
-                for i in range(cfg.H_layers):
-                    z = self.block(z, f"H.layers.{i}", window=cfg.H_window)
-                z_H = z
+            z = g.op("Add", [z_H, z_L])
+            for i in range(cfg.H_layers):
+                z = self.block(z, f"H.layers.{i}", window=cfg.H_window)
+            z_H = z
         self.heads(z_H)
         return g.model()
 

@@ -165,6 +165,11 @@ def _fit(trainer, data, ctx: RunContext, st: RunState, stop: _StopAtStepEnd) -> 
 
         if st.step % r.run.log_every == 0 or last:
             vals = {k: float(v) for k, v in m.items()}  # the only host sync of the step
+            # The weighted multitask `loss` (0.4 plan + 0.4 code + 0.2 refine) is not on the
+            # val_loss scale; train_lm is: mean CE over this step's non-pad targets (with FIM).
+            nats = vals.pop("nats", None)
+            if nats is not None:
+                vals["train_lm"] = nats / max(1, sum(t.n_tokens for t, _, _ in micro))
             if not math.isfinite(vals["loss"]):
                 raise TrainingError(
                     f"loss is {vals['loss']} at step {st.step}; lower the learning rate "
@@ -183,7 +188,8 @@ def _fit(trainer, data, ctx: RunContext, st: RunState, stop: _StopAtStepEnd) -> 
             if peak is not None:
                 rec["peak_mem_gb"] = peak / 2**30
             ctx.metrics.write(rec)
-            ctx.progress.step(st.step, vals["loss"], vals["lr"], tok_s, eta, util)
+            ctx.progress.step(st.step, vals["loss"], vals["lr"], tok_s, eta, util,
+                              f"train LM {vals['train_lm']:.4f}" if "train_lm" in vals else "")
 
         if (st.step % r.run.eval_every == 0 or last) and ctx.dist.is_main:
             st.last_eval = evaluate(trainer, data)

@@ -153,6 +153,7 @@ class MLXTrainer:
         norm = self._update(total, mx.array(float(n)))
         mx.eval(self.model.parameters(), self.optimizer.state)
         out = {k: v / n for k, v in sums.items() if k != "nats"}
+        out["nats"] = sums["nats"]  # summed: the loop turns it into train_lm (see torch_backend)
         if self.recipe.optim.grad_clip > 0:
             out["grad_norm"] = norm
         out["lr"] = self.peaks[0] * lr_scale

@@ -155,6 +155,9 @@ class TorchTrainer:
             for k, v in parts.items():
                 sums[k] = sums[k] + v if k in sums else v
         out = {k: v / n for k, v in sums.items() if k != "nats"}
+        # Summed, not averaged: the loop divides by the step's non-pad targets to log the plain
+        # LM loss (train_lm), the quantity the evaluation reports as val_loss.
+        out["nats"] = sums["nats"]
         if self.recipe.optim.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.raw.parameters(), self.recipe.optim.grad_clip)
             out["grad_norm"] = norm.detach()

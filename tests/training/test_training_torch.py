@@ -51,7 +51,8 @@ def test_tiny_learns_go_and_writes_a_complete_run(byte_data: Path, tmp_path: Pat
 
     steps = [m for m in read_metrics(out / "metrics.jsonl") if "loss" in m]
     assert [m["step"] for m in steps] == [10, 20, 30, 40, 50, 60]
-    assert all({"plan", "code", "refine", "lr", "tok_s", "grad_norm"} <= set(m) for m in steps)
+    assert all({"plan", "code", "refine", "lr", "tok_s", "grad_norm", "train_lm"} <= set(m) for m in steps)
+    assert all("nats" not in m for m in steps)  # turned into train_lm, never logged raw
     assert steps[-1]["lr"] < steps[0]["lr"]  # cosine decay
 
     # keep_last = 2 in the tiny recipe: steps 30 and 60 remain, latest names 60.
@@ -214,3 +215,27 @@ def test_ctrl_c_saves_the_finished_step_and_resume_is_exact(byte_data: Path, tmp
     train(opts(byte_data, stopped, 6, *common, resume=True))
     a, b = _weights(straight, 6), _weights(stopped, 6)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_train_lm_is_the_plain_lm_loss_that_val_loss_reports(byte_data: Path):
+    """The logged train_lm of a step is the mean CE over that batch's non-pad targets, computed
+    exactly as evaluation computes val_loss, while `loss` is the weighted multitask objective
+    (0.4 plan + 0.4 code + 0.2 refine) and is not on that scale."""
+    from hrm_lsp.training.data import TrainData, open_dataset
+    from hrm_lsp.training.distributed import Dist
+    from hrm_lsp.training.recipe import recipe_from_dict, recipe_mapping
+    from hrm_lsp.training.run import make_trainer, model_config_for
+
+    recipe = recipe_from_dict(recipe_mapping("tiny"))
+    assert recipe.loss.mode == "multitask"
+    ds = open_dataset(byte_data, recipe)
+    cfg = model_config_for(recipe, ds.tokenizer.vocab_size)
+    trainer, _ = make_trainer(recipe, cfg, Dist())
+    t, feats, _ = next(TrainData(ds, recipe, cfg.byte_features).train_batches())
+    expected = trainer.eval_nats(t, feats) / t.n_tokens  # before the step changes the weights
+    m = trainer.train_step([(t, feats)], 1.0)
+    train_lm = float(m["nats"]) / t.n_tokens
+    assert train_lm == pytest.approx(expected, rel=1e-5)
+    parts = {k: float(m[k]) for k in ("plan", "code", "refine", "loss")}
+    assert parts["loss"] == pytest.approx(0.4 * parts["plan"] + 0.4 * parts["code"] + 0.2 * parts["refine"], rel=1e-5)
+    assert abs(parts["loss"] - train_lm) > 0.05 * train_lm

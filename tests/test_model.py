@@ -86,6 +86,18 @@ def test_config_errors_name_the_field():
         preset("tiny", grad_mode="some")
     cfg = preset("small", vocab_size=1000, qat_bits=4)
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match="state_init"):
+        preset("tiny", state_init="ones")
+
+
+def test_state_init_zero_starts_the_recurrence_from_zero_states():
+    torch.manual_seed(0)
+    rand, zero = build_model(preset("tiny")), build_model(preset("tiny", state_init="zero"))
+    assert rand.H_init.abs().sum() > 0 and rand.L_init.abs().sum() > 0
+    assert not zero.H_init.any() and not zero.L_init.any()
+    ids = torch.randint(0, 512, (1, 12))
+    out = zero(ids)  # same interface and outputs as any HRGC
+    assert out.logits.shape == (1, 12, 512) and torch.isfinite(out.logits).all()
 
 
 # --- forward ----------------------------------------------------------------------------
@@ -245,7 +257,7 @@ def test_checkpointing_gives_the_same_gradients(mode):
 
 
 @pytest.mark.parametrize("overrides", [dict(grad_mode="one_step"), dict(grad_mode="full"),
-                                       dict(arch="gpt")])
+                                       dict(arch="gpt"), dict(state_init="zero")])
 def test_tiny_model_overfits_one_real_go_batch(stdlib_src, overrides):
     batch = _go_batch(stdlib_src)
     torch.manual_seed(0)

@@ -298,8 +298,11 @@ class HRGC(LMBase):
         self.L = ReasoningModule(cfg, cfg.L_layers)  # generator
         # Initial states, fixed (HRM keeps them as buffers): unit-scale random vectors.
         g = torch.Generator().manual_seed(0)
-        self.register_buffer("H_init", torch.randn(D, generator=g), persistent=True)
-        self.register_buffer("L_init", torch.randn(D, generator=g), persistent=True)
+        h0, l0 = torch.randn(D, generator=g), torch.randn(D, generator=g)
+        if cfg.state_init == "zero":
+            h0, l0 = torch.zeros(D), torch.zeros(D)
+        self.register_buffer("H_init", h0, persistent=True)
+        self.register_buffer("L_init", l0, persistent=True)
         self._init_or_tie(init)
 
     def _run(self, module: ReasoningModule, z, inj, cos, sin, pos, cache, slot0, grad: bool):

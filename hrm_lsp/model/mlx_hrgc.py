@@ -259,8 +259,11 @@ class HRGC(LMBase):
         super().__init__(cfg)
         self.H = ReasoningModule(cfg, cfg.H_layers, window=cfg.H_window)  # planner
         self.L = ReasoningModule(cfg, cfg.L_layers)  # generator
-        self.H_init = mx.random.normal((cfg.d_model,))
-        self.L_init = mx.random.normal((cfg.d_model,))
+        if cfg.state_init == "zero":
+            self.H_init, self.L_init = mx.zeros((cfg.d_model,)), mx.zeros((cfg.d_model,))
+        else:
+            self.H_init = mx.random.normal((cfg.d_model,))
+            self.L_init = mx.random.normal((cfg.d_model,))
         self.freeze(keys=["H_init", "L_init"], recurse=False)  # fixed, as in torch and HRM
 
     def __call__(self, ids, nibble=None, acc=None, cache: KVCache | None = None,

@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hrm_lsp.config import apply_overrides  # noqa: E402
 from hrm_lsp.training.data import TrainData, open_dataset  # noqa: E402
-from hrm_lsp.training.errors import USER_ERRORS  # noqa: E402
 from hrm_lsp.training.distributed import Dist  # noqa: E402
+from hrm_lsp.training.errors import USER_ERRORS  # noqa: E402
 from hrm_lsp.training.finetune import load_init  # noqa: E402
 from hrm_lsp.training.loop import evaluate  # noqa: E402
 from hrm_lsp.training.recipe import recipe_from_dict, recipe_mapping  # noqa: E402

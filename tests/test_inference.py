@@ -182,6 +182,19 @@ def test_single_line_completion_and_plan(engine):
     assert comp.validation is not None and comp.validation.stage == "syntax"
 
 
+def test_a_large_multiline_reserve_leaves_the_prompt_half_the_window(engine):
+    # The tiny model's window is 512: plan + 256 code tokens + a refinement round (666) would
+    # leave no prompt; the prompt keeps at least half the window and decoding stops cleanly.
+    long_doc = SRC * 12
+    off = long_doc.rindex("\tn := 0") + 1
+    comp = engine.complete(req(long_doc, off, max_tokens=256, multiline=True, refine=True,
+                               max_refinement_iterations=5), session_key="big")
+    assert "context truncated to the model's window" in comp.notes
+    # (the prompt is cut on line boundaries, so a little under half; it was 16 tokens)
+    assert comp.timings.prefill_tokens + comp.timings.reused_tokens >= engine.capacity // 2 - 32
+    assert comp.stop_reason in ("eot", "block", "max_tokens", "context")
+
+
 def test_token_budget_time_budget_and_cancel(engine):
     off = SRC.index("\tn := 0") + 1
     comp = engine.complete(req(SRC, off, max_tokens=2, multiline=True), session_key="b")

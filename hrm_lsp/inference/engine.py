@@ -169,11 +169,14 @@ class Engine:
 
         # Room for the plan and the code, and with refinement for one more round (previous
         # candidate + diagnostics + new candidate: only the latest candidate is kept, so later
-        # rounds need no more); the rest is prompt.
+        # rounds need no more); the rest is prompt. The prompt always keeps at least half the
+        # window: with a 512-token model a multi-line request's reserve (666 tokens) used to
+        # leave it 16 tokens. Decoding and refinement stop cleanly where the window ends
+        # (stop reason "context"; a round that does not fit is not started).
         reserve = (req.max_plan_tokens + 2 if req.plan else 2) + req.max_tokens + 8
         if req.refine and req.max_refinement_iterations > 1:
             reserve += req.max_tokens + DIAG_TOKENS
-        budget = max(16, self.capacity - reserve)
+        budget = max(self.capacity // 2, self.capacity - reserve)
         ta = time.monotonic()
         prompt = fim_prompt(self.tok, prefix, suffix, budget)
         timings.tokenize_ms += (time.monotonic() - ta) * 1000

@@ -7,6 +7,8 @@ Torch is imported lazily so that commands which never touch a model start fast.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 CHOICES = ("auto", "cuda", "rocm", "mps", "cpu")
@@ -62,3 +64,22 @@ def resolve_device(choice: str = "auto") -> DeviceInfo:
     }
     have = ", ".join(d.name for d in devices)
     raise DeviceError(f"device {choice!r} is not available here (have: {have}); {hints.get(choice, '')}")
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (None: leave the setting), then restore.
+
+    On a 2-core machine with the other core busy, torch's default two threads made small ops
+    tens of times slower (measured: 7.4 ms vs 0.14 ms for ``abs`` of a 768 x 256 tensor)."""
+    if not n:
+        yield
+        return
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

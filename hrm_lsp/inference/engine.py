@@ -19,13 +19,13 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from hrm_lsp.device import torch_threads
 from hrm_lsp.export.errors import ModelFileError
 from hrm_lsp.inference.plan import parse_plan, plan_from_comment, plan_parts
 from hrm_lsp.inference.prompt import fim_prompt
@@ -41,19 +41,6 @@ log = get_logger(__name__)
 
 _NEVER_CANCELLED = CancelToken()
 DIAG_TOKENS = 96  # room for the diagnostics of one refinement round (longer text is cut)
-
-
-@contextmanager
-def _torch_threads(n: int | None):
-    if not n:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 BACKENDS = ("auto", "onnx", "torch", "mlx")  # auto: onnx on CPU where it imports, else torch
@@ -156,7 +143,7 @@ class Engine:
         """Complete at ``req.offset``; see the module docstring for the steps."""
         req.validate()
         cancel = cancel or _NEVER_CANCELLED
-        with self._lock, _torch_threads(self.threads):
+        with self._lock, torch_threads(self.threads):
             return self._complete(req, cancel, session_key)
 
     def _complete(self, req: CompletionRequest, cancel: Any, session_key: str | None) -> Completion:
@@ -453,7 +440,7 @@ class Engine:
         """Like ``complete`` but with a given plan instead of one the model writes."""
         req.validate()
         cancel = cancel or _NEVER_CANCELLED
-        with self._lock, _torch_threads(self.threads):
+        with self._lock, torch_threads(self.threads):
             self._forced_plan = plan
             try:
                 comp = self._complete(replace(req, plan=False), cancel, session_key)

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from hrm_lsp.device import torch_threads
 from hrm_lsp.inference.session import Runner
 
 OPSET = 21
@@ -92,39 +93,31 @@ class ORTOptions:
 def _nbits_blocks_4(w: np.ndarray, group: int, symmetric: bool):
     """(packed uint8 [N, K/group, group/2], scales fp32 [N*K/group], zero points or None) when
     ``w`` [N, K] lies exactly on the 4-bit grid of ``hrm_lsp.model.quant`` (a baked QAT
-    weight); None otherwise (re-quantizing would change the model).
+    weight, or any GGUF file's block linear); None otherwise (re-quantizing would change the
+    model). The blocks are quant.py's own, checked by rebuilding ``w`` exactly.
 
-    The block parameters are recovered with quant.py's arithmetic in numpy (torch's
-    elementwise ops are slow at load on a busy 2-core machine) and the result is checked by
-    rebuilding ``w`` exactly. MatMulNBits packs two consecutive values per byte, the first in
-    the low nibble, and dequantizes ``(q - zero_point) * scale`` (zero point 8 by default)."""
-    n, k = w.shape
-    if k % group or not np.isfinite(w).all():
+    MatMulNBits packs two consecutive values per byte, the first in the low nibble, and
+    dequantizes ``(q - zero_point) * scale`` (zero point 8 by default); quant.py's layout puts
+    value j and j + group/2 in byte j, so the nibbles are re-paired here."""
+    from hrm_lsp.model.quant import QuantError, pack_4bit, unpack_4bit
+
+    try:
+        p = pack_4bit(w, group, symmetric)
+    except QuantError:
         return None
-    b = w.reshape(n, k // group, group).astype(np.float32)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        if symmetric:
-            vmax = np.take_along_axis(b, np.abs(b).argmax(axis=-1)[..., None], axis=-1)
-            d = vmax / np.float32(-8.0)
-            inv = np.where(d == 0, np.float32(0), np.float32(1) / d)
-            q = np.clip(np.floor(b * inv + np.float32(8.5)), 0, 15)
-            d16 = d.astype(np.float16).astype(np.float32)
-            ok = np.array_equal((q - 8) * d16, b)
-            zp = None
-        else:
-            vmin, vmax = b.min(axis=-1, keepdims=True), b.max(axis=-1, keepdims=True)
-            d = (vmax - vmin) / np.float32(15.0)
-            inv = np.where(d == 0, np.float32(0), np.float32(1) / d)
-            q = np.clip(np.floor((b - vmin) * inv + np.float32(0.5)), 0, 15)
-            d16 = d.astype(np.float16).astype(np.float32)
-            m16 = vmin.astype(np.float16).astype(np.float32)
-            ok = np.array_equal(q * d16 + m16, b)
-            zp = np.where(d16 == 0, 0.0, -m16 / d16).astype(np.float32).reshape(-1)
-    if not ok:
+    if not np.array_equal(unpack_4bit(p), w):
         return None
-    q = q.astype(np.uint8)
+    off = 2 if symmetric else 4
+    d = np.ascontiguousarray(p.blocks[..., 0:2]).view(np.float16).astype(np.float32)[..., 0]
+    nib = p.blocks[..., off:]
+    q = np.concatenate([nib & np.uint8(0x0F), nib >> np.uint8(4)], axis=-1)  # [N, nblk, group]
     packed = q[..., 0::2] | (q[..., 1::2] << np.uint8(4))
-    return np.ascontiguousarray(packed), np.ascontiguousarray(d16.reshape(-1)), zp
+    zp = None
+    if not symmetric:
+        m = np.ascontiguousarray(p.blocks[..., 2:4]).view(np.float16).astype(np.float32)[..., 0]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            zp = np.where(d == 0, 0.0, -m / d).astype(np.float32).reshape(-1)
+    return np.ascontiguousarray(packed), np.ascontiguousarray(d.reshape(-1)), zp
 
 
 def _nbits_blocks_8(w: np.ndarray, group: int = 32):
@@ -187,20 +180,15 @@ class _Builder:
         self.opts = opts
         self.sd = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
         # A QAT model that was not baked computes with the 4-bit round trip of its weights:
-        # so does the graph (bake_qat's arithmetic, on one thread: see _nbits_blocks_4).
+        # so does the graph (bake_qat's arithmetic).
         from hrm_lsp.model.hrgc import Linear
         from hrm_lsp.model.quant import quantize_dequantize
 
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            for name, m in model.named_modules():
-                if isinstance(m, Linear) and m.qat_bits == 4:
-                    w = m.weight.detach().float().cpu()
-                    self.sd[f"{name}.weight"] = quantize_dequantize(
-                        w, m.qat_group, m.qat_symmetric).numpy()
-        finally:
-            torch.set_num_threads(threads)
+        for name, m in model.named_modules():
+            if isinstance(m, Linear) and m.qat_bits == 4:
+                w = m.weight.detach().float().cpu()
+                self.sd[f"{name}.weight"] = quantize_dequantize(
+                    w, m.qat_group, m.qat_symmetric).numpy()
         self.g = _Graph()
         self.slot = 0
         self.quantized = 0  # distinct linears running as 4-bit kernels
@@ -402,8 +390,11 @@ class ORTRunner(Runner):
         self.model = model
         self.cfg = model.cfg
         self.opts = opts or ORTOptions()
-        b = _Builder(model, self.opts)
-        proto = b.build()
+        # The weights are (re)quantized with torch ops: one thread, as a busy 2-core machine
+        # makes torch's default two threads tens of times slower for them (torch_threads).
+        with torch_threads(1):
+            b = _Builder(model, self.opts)
+            proto = b.build()
         self.n_slots = b.slot
         self.quantized_linears, self.dense_linears = b.quantized, b.dense
         so = ort.SessionOptions()

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from hrm_lsp.export.gguf import bake_qat, load_model  # noqa: E402
 from hrm_lsp.inference import CompletionRequest, Engine  # noqa: E402
-from hrm_lsp.inference.session import Session, TorchRunner  # noqa: E402
+from hrm_lsp.inference.session import Session  # noqa: E402
 from hrm_lsp.model import build_model, preset  # noqa: E402
 from hrm_lsp.model.quant import quantize_model_weights  # noqa: E402
 
@@ -80,16 +80,6 @@ def random_model(name: str):
     # As loaded from a GGUF file: block linears on the 4-bit grid (Q4_0 unless QAT says).
     quantize_model_weights(model)
     return model, tok
-
-
-def make_runner(model, backend: str, threads: int):
-    """The engine's runner for ``backend`` with ``threads`` intra-op threads."""
-    if backend == "onnx":
-        from hrm_lsp.inference.ort import ORTOptions, ORTRunner
-
-        return ORTRunner(model, ORTOptions(threads=threads))
-    torch.set_num_threads(threads)
-    return TorchRunner(model)
 
 
 def bench_decode(model, tok, runner, n_tokens: int = 128, context: int = 128) -> dict:
@@ -216,13 +206,13 @@ def main() -> None:
         combos = [(b, int(t)) for b in args.backends.split(",") for t in args.threads.split(",")]
         for backend, th in combos:
             torch.set_num_threads(th)
-            runner = make_runner(model, backend, th)
+            engine = Engine(model, tok, threads=th, backend=backend)
+            runner = engine.sessions.runner  # the engine's own decode step
             row = {"model": label, "backend": backend, "threads": th,
                    "params_M": model.num_params() / 1e6}
             with torch.inference_mode():
                 row.update(bench_decode(model, tok, runner))
                 row.update(bench_prefill(model, tok, runner))
-            engine = Engine(model, tok, threads=th, backend=backend)
             row["typing_single_line"] = bench_typing(engine, text, args.keystrokes, False,
                                                      ("syntax",), plan_tokens=8, code_tokens=8)
             # As the server completes while typing: no plan (hrm_lsp/server/server.py).

@@ -148,7 +148,8 @@ def quantized_names(model) -> list[str]:
     return sorted(f"{name}.weight" for name, m in model.named_modules() if isinstance(m, Linear))
 
 
-def _quant_scheme(cfg) -> tuple[int, bool]:
+def quant_scheme(cfg) -> tuple[int, bool]:
+    """(group, symmetric) of the 4-bit blocks a model is exported (and run) with."""
     # A QAT-trained model is packed with the arithmetic it trained with, so the file
     # reproduces its forward exactly; otherwise group 32 symmetric (GGML Q4_0).
     if cfg.qat_bits == 4:
@@ -170,7 +171,7 @@ def model_to_gguf(model, tokenizer, out: str | Path, *, float_type: str = "f16",
         raise ValueError(f"float_type must be one of {FLOAT_TYPES}, got {float_type!r}")
     cfg = model.cfg
     arch = ARCH_NAMES[cfg.arch]
-    group, symmetric = _quant_scheme(cfg)
+    group, symmetric = quant_scheme(cfg)
     qnames = set(quantized_names(model)) if quantize else set()
     sd = state_dict_for_export(model)
     tensors: dict[str, np.ndarray] = {}

@@ -209,9 +209,9 @@ class _Builder:
     def _linear_weights(self, key: str):
         w = self.sd[key]
         n, k = w.shape
-        cfg = self.cfg
-        # The 4-bit scheme export uses (hrm_lsp.export.gguf._quant_scheme): QAT's own, else Q4_0.
-        group, symmetric = (cfg.qat_group, cfg.qat_symmetric) if cfg.qat_bits else (32, True)
+        from hrm_lsp.export.gguf import quant_scheme
+
+        group, symmetric = quant_scheme(self.cfg)  # the blocks a GGUF file holds
         blocks = _nbits_blocks_4(w, group, symmetric)
         if blocks is None:
             self.dense += 1

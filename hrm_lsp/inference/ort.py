@@ -121,16 +121,18 @@ def _nbits_blocks_4(w: np.ndarray, group: int, symmetric: bool):
 
 
 def _nbits_blocks_8(w: np.ndarray, group: int = 32):
-    """8-bit blocks of ``w`` [N, K] (GGML Q8_0 arithmetic: scale = max|x| / 127, q = round(x /
-    scale), stored with zero point 128): (uint8 [N, K/group, group], scales fp32)."""
+    """8-bit blocks of ``w`` [N, K]: GGML ``Q8_0`` as the ``gguf`` package quantizes it (what
+    ``hrm-lsp export --float-type q8_0`` writes), held with zero point 128 for MatMulNBits:
+    (uint8 [N, K/group, group], scales fp32 [N*K/group])."""
+    from gguf import GGMLQuantizationType
+    from gguf.quants import quantize
+
     n, k = w.shape
-    blocks = w.reshape(n, k // group, group).astype(np.float32)
-    amax = np.abs(blocks).max(axis=-1, keepdims=True)
-    d = (amax / 127.0).astype(np.float16).astype(np.float32)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        q = np.where(d == 0, 0.0, np.round(blocks / d))
-    q = (np.clip(q, -127, 127) + 128).astype(np.uint8)
-    return np.ascontiguousarray(q), d.reshape(-1)
+    rows = quantize(np.ascontiguousarray(w, dtype=np.float32), GGMLQuantizationType.Q8_0)
+    blocks = rows.reshape(n, k // group, 2 + group)  # fp16 scale, then `group` int8 values
+    d = np.ascontiguousarray(blocks[..., :2]).view(np.float16).astype(np.float32)
+    q = (blocks[..., 2:].view(np.int8).astype(np.int16) + 128).astype(np.uint8)
+    return np.ascontiguousarray(q), np.ascontiguousarray(d.reshape(-1))
 
 
 # ---------------------------------------------------------------------------------------

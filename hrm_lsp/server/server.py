@@ -22,8 +22,10 @@ Design choices:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import re
 import sys
 import threading
 import uuid
@@ -32,13 +34,14 @@ from typing import Any
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
+from pygls.io_ import StdoutWriter
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
 
 from hrm_lsp import __version__
 from hrm_lsp.log import get_logger
-from hrm_lsp.server import actions, builders
+from hrm_lsp.server import actions, builders, framing
 from hrm_lsp.server.cache import ResultCache
 from hrm_lsp.server.debounce import Debouncer
 from hrm_lsp.server.documents import Document, DocumentStore
@@ -55,6 +58,11 @@ COMMAND_STATUS = "hrm-lsp.status"
 TITLE_REFINE = "Refine this function"
 TITLE_GENERATE = "Generate from comment"
 PARENT_POLL_S = 2.0
+CONFIG_TIMEOUT_S = 5.0  # a client that never answers workspace/configuration: defaults
+READ_CHUNK = 64 * 1024
+MAX_POSITION = 2**31 - 1  # LSP's uinteger range: positions are clamped into it
+PARSE_ERROR, INVALID_REQUEST = -32700, -32600
+_ID_IN_TEXT = re.compile(r'"id"\s*:\s*(-?[0-9]{1,15}|"(?:[^"\\\n]|\\.){0,200}")')
 
 
 def _new_token() -> Any:
@@ -75,9 +83,77 @@ class _BadMessage:
 
 
 class HrmProtocol(LanguageServerProtocol):
-    """pygls's protocol with our document store and answers to malformed requests."""
+    """pygls's protocol with our framing, our document store and answers to malformed
+    requests.
+
+    pygls decodes bodies with ``json.loads(object_hook=structure_message)``, which tries to
+    turn *every nested object* into a message: an argument shaped like a JSON-RPC message
+    fails, and the whole request is dropped unanswered. Here only the top-level object is a
+    message (``handle_frame``), and what cannot be decoded is answered where an id can be
+    read.
+    """
 
     _server: HrmLanguageServer
+
+    def handle_frame(self, frame: framing.Frame) -> None:
+        """One frame from ``framing``: decode the body, answer what is broken, dispatch."""
+        if frame.note:
+            log.warning("framing: %s", frame.note)
+        body = frame.body
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as e:
+            self._answer_undecodable(body.decode("utf-8", "replace"), PARSE_ERROR,
+                                     f"Parse error: the body is not UTF-8 (byte {e.start})")
+            return
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as e:
+            self._answer_undecodable(text, PARSE_ERROR, f"Parse error: {str(e)[:200]}")
+            return
+        if not isinstance(data, dict):
+            self._answer_undecodable(text, PARSE_ERROR, "Parse error: the body is a JSON "
+                                     f"{type(data).__name__}, not an object")
+            return
+        if data.get("jsonrpc") != "2.0" or ("method" in data and not isinstance(data["method"], str)):
+            log.warning("not a JSON-RPC 2.0 message: %.200s", text)
+            if "method" in data and "id" in data:
+                self._send_error(data["id"], INVALID_REQUEST,
+                                 'Invalid Request: expected "jsonrpc": "2.0" and a string "method"')
+            return
+        _clamp_positions(data.get("params"))
+        try:
+            message = self.structure_message(data)
+        except Exception as e:
+            log.warning("dropping a message that does not decode (%s): %.200s", e, text)
+            self._server._report_server_error(e, JsonRpcException)
+            return
+        try:
+            self.handle_message(message)
+        except Exception as e:  # a handler bug must not end the read loop
+            log.exception("failed to handle a message")
+            self._server._report_server_error(e, JsonRpcException)
+
+    def _answer_undecodable(self, text: str, code: int, message: str) -> None:
+        """Log a body that does not decode; answer it when an id can be read from it."""
+        log.warning("%s: %.200r", message, text)
+        m = _ID_IN_TEXT.search(text[:4096])
+        if m is None:
+            return
+        try:
+            msg_id = json.loads(m.group(1))
+        except ValueError:
+            return
+        if msg_id in self._request_futures:  # an id of a request we sent: not a request
+            return
+        self._send_error(msg_id, code, message)
+
+    def _send_error(self, msg_id: Any, code: int, message: str) -> None:
+        """An error response echoing any JSON id (null when the id is not a string/number)."""
+        if not isinstance(msg_id, (str, int, float)) or isinstance(msg_id, bool):
+            msg_id = None
+        self._send_data({"jsonrpc": "2.0", "id": msg_id,
+                         "error": {"code": code, "message": message}})
 
     def structure_message(self, data: dict[str, Any]):
         """Deserialize; a request with bad params becomes a _BadMessage (answered later)."""
@@ -88,10 +164,13 @@ class HrmProtocol(LanguageServerProtocol):
                 msg_id = data["id"]
                 if isinstance(msg_id, (str, int)) and not isinstance(msg_id, bool):
                     return _BadMessage(msg_id, str(data["method"]), e)
+                self._send_error(msg_id, INVALID_REQUEST, "Invalid Request: bad id")
+                return data  # not a message: handle_message drops it
             raise
 
     def handle_message(self, message):
-        """Answer _BadMessage with InvalidParams; everything else as pygls does."""
+        """Answer _BadMessage with InvalidParams and requests after shutdown with
+        InvalidRequest (pygls drops them unanswered); everything else as pygls does."""
         if isinstance(message, _BadMessage):
             log.warning("invalid params for %s (id %r)", message.method, message.id)
             err = JsonRpcInvalidParams(f"invalid params for {message.method}")
@@ -100,7 +179,22 @@ class HrmProtocol(LanguageServerProtocol):
         if not hasattr(message, "jsonrpc"):  # a JSON value that is not a message at all
             log.warning("ignoring a message that is not JSON-RPC: %.200r", message)
             return
+        method = getattr(message, "method", None)
+        if self._shutdown and method is not None and method != types.EXIT and \
+                getattr(message, "id", None) is not None:
+            self._send_error(message.id, INVALID_REQUEST,
+                             f"Invalid Request: {method} after shutdown")
+            return
         return super().handle_message(message)
+
+    def _handle_response(self, msg_id, result=None, error=None):
+        """A client's answer; one that comes after we stopped waiting is logged and dropped."""
+        fut = self._request_futures.get(msg_id)
+        if fut is not None and fut.done():
+            self._request_futures.pop(msg_id, None)
+            log.info("late answer to request %r ignored", msg_id)
+            return
+        super()._handle_response(msg_id, result, error)
 
     @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
     def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams):
@@ -164,6 +258,60 @@ class HrmLanguageServer(LanguageServer):
         from hrm_lsp.validators.go import ENV_VAR
 
         self._go_env_at_start = os.environ.get(ENV_VAR)  # restored when goPath is cleared
+
+    # -- transport: our framing instead of pygls's reader ----------------------------------
+
+    def start_io(self, stdin: Any = None, stdout: Any = None) -> None:
+        """Serve over stdio with ``framing`` (resynchronising, bounded) reading stdin."""
+        self._stop_event = threading.Event()
+        stdin = stdin or sys.stdin.buffer
+        self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
+        # Its own thread: reading must never wait behind handlers in the shared pool.
+        reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hrm-stdin")
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            await framing.read_frames(lambda: loop.run_in_executor(reader, _read_some, stdin),
+                                      self.protocol.handle_frame, self._frame_skipped,
+                                      self._stop_event.is_set)
+
+        try:
+            asyncio.run(main())
+        except BrokenPipeError:
+            log.error("the client's end of the pipe is gone; shutting down")
+        except (KeyboardInterrupt, SystemExit):
+            pass
+        finally:
+            reader.shutdown(wait=False)
+            self.shutdown()
+
+    def start_tcp(self, host: str, port: int) -> None:
+        """Serve one client at a time over TCP (debugging) with the same framing."""
+        self._stop_event = stop = threading.Event()
+
+        async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.protocol.set_writer(writer)  # type: ignore[arg-type]
+            await framing.read_frames(lambda: reader.read(READ_CHUNK), self.protocol.handle_frame,
+                                      self._frame_skipped, stop.is_set)
+            self.shutdown()
+
+        async def main() -> None:
+            self._server = await asyncio.start_server(connection, host, port)
+            async with self._server:
+                await self._server.serve_forever()
+
+        try:
+            asyncio.run(main())
+        except asyncio.CancelledError:
+            pass
+
+    def _frame_skipped(self, skipped: framing.Skipped) -> None:
+        """Log input that was not a frame; tell the user once per session."""
+        log.warning("framing: skipped %d bytes (%s), starting %r", skipped.count,
+                    skipped.reason, skipped.preview)
+        if "limit" in skipped.reason:
+            self.say(f"hrm-lsp: a message was refused: {skipped.reason}; the server goes on "
+                     "with the next message", types.MessageType.Warning, once_key="frame-limit")
 
     # -- small helpers -------------------------------------------------------------------
 
@@ -480,6 +628,35 @@ def _use_go(go_path: str, at_start: str | None) -> None:
         os.environ[ENV_VAR] = value
     else:
         os.environ.pop(ENV_VAR, None)
+
+
+def _clamp_positions(params: Any, budget: int = 100_000) -> None:
+    """Clamp every ``{line, character}`` integer pair in ``params`` into 0..2**31-1, in place.
+
+    lsprotocol rejects a negative or huge position with InvalidParams; the LSP position
+    rules here (docs/server.md) are to clamp instead, as for positions past a line's end.
+    Iterative and bounded (``budget`` nodes), so deeply nested arguments cost nothing more.
+    """
+    stack = [params]
+    while stack and budget > 0:
+        node = stack.pop()
+        budget -= 1
+        if isinstance(node, dict):
+            line, char = node.get("line"), node.get("character")
+            if type(line) is int and type(char) is int:
+                node["line"] = min(max(line, 0), MAX_POSITION)
+                node["character"] = min(max(char, 0), MAX_POSITION)
+            stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend(v for v in node if isinstance(v, (dict, list)))
+
+
+def _read_some(stream: Any) -> bytes:
+    """What is available on ``stream`` now (at least one byte; b"" at EOF)."""
+    read1 = getattr(stream, "read1", None)
+    if read1 is not None:
+        return read1(READ_CHUNK)
+    return os.read(stream.fileno(), READ_CHUNK)
 
 
 def _position_args(args: tuple[Any, ...]) -> tuple[str, int, int, int | None] | None:

@@ -93,26 +93,80 @@ def summary(values: list[float]) -> dict:
             "p95_ms": round(pct(values, 0.95), 1), "min_ms": round(min(values), 1)}
 
 
-async def run(args: argparse.Namespace, model_path: Path) -> dict:
-    client = LanguageClient("hrm-lsp-bench", "1")
-    await client.start_io(sys.executable, "-m", "hrm_lsp.cli", "serve", "--model", str(model_path),
-                          "--log-level", "ERROR")
+async def start_client(model_path: Path, settings: dict, *, workspace: Path | None = None,
+                       log_file: Path | None = None, name: str = "hrm-lsp-bench") -> LanguageClient:
+    """Start ``hrm-lsp serve`` over stdio and initialize it as an editor does.
+
+    ``settings`` go in ``initializationOptions`` under ``hrmLsp``; ``workspace`` becomes the
+    one workspace folder (and root URI). The client creates and follows ``$/progress``
+    tokens: ``client.progress_active`` holds the tokens begun and not yet ended."""
+    client = LanguageClient(name, "1")
+    client.progress_active = set()  # type: ignore[attr-defined]
+
+    @client.feature(types.WINDOW_WORK_DONE_PROGRESS_CREATE)
+    def _create(params: types.WorkDoneProgressCreateParams) -> None:
+        return None
+
+    @client.feature(types.PROGRESS)
+    def _progress(params: types.ProgressParams) -> None:
+        kind = params.value.get("kind") if isinstance(params.value, dict) else \
+            getattr(params.value, "kind", None)
+        if kind == "begin":
+            client.progress_active.add(params.token)
+        elif kind == "end":
+            client.progress_active.discard(params.token)
+
+    @client.feature(types.WINDOW_SHOW_MESSAGE)
+    def _message(params: types.ShowMessageParams) -> None:
+        client.messages.append(params.message)  # type: ignore[attr-defined]
+
+    client.messages = []  # type: ignore[attr-defined]
+    args = ["-m", "hrm_lsp.cli", "serve", "--model", str(model_path), "--log-level", "ERROR"]
+    if log_file is not None:
+        args += ["--log-file", str(log_file)]
+    await client.start_io(sys.executable, *args)
     caps = types.ClientCapabilities(
-        general=types.GeneralClientCapabilities(position_encodings=["utf-16"]))
+        general=types.GeneralClientCapabilities(position_encodings=["utf-16"]),
+        window=types.WindowClientCapabilities(work_done_progress=True))
+    folders = None
+    root_uri = None
+    if workspace is not None:
+        root_uri = workspace.resolve().as_uri()
+        folders = [types.WorkspaceFolder(uri=root_uri, name=workspace.name)]
     await client.initialize_async(types.InitializeParams(
-        process_id=os.getpid(), capabilities=caps, initialization_options={"hrmLsp": {
-            "debounceMs": 0, "maxTokens": args.max_tokens, "maxTokensMultiline": args.max_tokens_multiline,
-            "device": "cpu", "timeBudgetMs": 60_000}}))
+        process_id=os.getpid(), capabilities=caps, root_uri=root_uri, workspace_folders=folders,
+        initialization_options={"hrmLsp": settings}))
     client.initialized(types.InitializedParams())
+    return client
+
+
+async def wait_model(client: LanguageClient) -> tuple[dict, float]:
+    """Poll ``hrm-lsp.status`` until the model is ready; (status, seconds waited).
+    Exits with the server's message when the model failed to load."""
     t0 = time.perf_counter()
     while True:
         st = await client.workspace_execute_command_async(
             types.ExecuteCommandParams(command="hrm-lsp.status", arguments=[]))
         if st["model"]["state"] in ("ready", "failed"):
             break
-    load_s = time.perf_counter() - t0
+        await asyncio.sleep(0.05)
     if st["model"]["state"] != "ready":
         raise SystemExit(f"model did not load: {st['model']['message']}")
+    return st, time.perf_counter() - t0
+
+
+async def stop_client(client: LanguageClient) -> None:
+    """shutdown + exit, then wait for the process to end."""
+    await client.shutdown_async(None)
+    client.exit(None)
+    await client.stop()
+
+
+async def run(args: argparse.Namespace, model_path: Path) -> dict:
+    client = await start_client(model_path, {
+        "debounceMs": 0, "maxTokens": args.max_tokens, "maxTokensMultiline": args.max_tokens_multiline,
+        "device": "cpu", "timeBudgetMs": 60_000})
+    st, load_s = await wait_model(client)
 
     text = (goroot_src() / TYPING_FILE).read_text(encoding="utf-8")
     site = text.index("{\n", text.index("\nfunc ")) + 2  # start of the first function body
@@ -178,9 +232,7 @@ async def run(args: argparse.Namespace, model_path: Path) -> dict:
         "file:///bench/multi/compare.go", lambda u, o, b: inline(u, o, b, invoked=True),
         keystrokes=args.multiline_samples)
 
-    await client.shutdown_async(None)
-    client.exit(None)
-    await client.stop()
+    await stop_client(client)
     return {"model_load_s": round(load_s, 2), "cold_completion": summary(cold),
             "warm_single_line_completion": summary(warm_popup),
             "warm_single_line_inline": summary(warm_inline),

@@ -27,6 +27,7 @@ import torch
 
 from hrm_lsp.device import torch_threads
 from hrm_lsp.export.errors import ModelFileError
+from hrm_lsp.inference import gate
 from hrm_lsp.inference.plan import parse_plan, plan_from_comment, plan_parts
 from hrm_lsp.inference.prompt import fim_prompt
 from hrm_lsp.inference.refine import Candidate, formatted_middle, refine_loop, splice
@@ -43,7 +44,27 @@ _NEVER_CANCELLED = CancelToken()
 DIAG_TOKENS = 96  # room for the diagnostics of one refinement round (longer text is cut)
 
 
-BACKENDS = ("auto", "onnx", "torch", "mlx")  # auto: onnx on CPU where it imports, else torch
+BACKENDS = ("auto", "onnx", "torch", "mlx")
+
+
+class _Mixer:
+    """The model's next-token logits mixed with the index's ∞-gram estimate
+    (``hrm_lsp.index.mix``); returns log-probabilities, so sampling works unchanged."""
+
+    def __init__(self, query: Any, weights: Any) -> None:
+        self.query, self.weights = query, weights
+
+    def mix(self, logits: torch.Tensor, out: list[int]) -> torch.Tensor:
+        est = self.query.estimate(self.query.prefix_ids + out)
+        if est is None:
+            return logits
+        lam = self.weights.lam(est.tier, est.length, est.total)
+        probs = torch.softmax(logits.float(), -1) * (1.0 - lam)
+        idx = torch.from_numpy(est.tokens)
+        keep = idx < probs.numel()
+        share = torch.from_numpy(est.counts / est.total).to(probs.dtype)
+        probs.index_add_(0, idx[keep], lam * share[keep])
+        return torch.log(probs.clamp_min(1e-30))  # auto: onnx on CPU where it imports, else torch
 
 
 class Engine:
@@ -77,6 +98,10 @@ class Engine:
         if backend == "torch" and threads is None and self.device.type == "cpu":
             self.threads = 1
         self.sessions = SessionPool(model, tokenizer, self.capacity, max_sessions, runner)
+        from hrm_lsp.index.mix import default_weights
+
+        self._mix_weights = default_weights()
+        self._confidence: dict[str, float] = {}
         self._lock = threading.Lock()
         sp = tokenizer.special_ids
         self.special_ids = frozenset(sp.values())
@@ -139,17 +164,47 @@ class Engine:
     # Completion
 
     def complete(self, req: CompletionRequest, cancel: Any = None,
-                 session_key: str | None = None) -> Completion:
-        """Complete at ``req.offset``; see the module docstring for the steps."""
+                 session_key: str | None = None, index: Any = None) -> Completion:
+        """Complete at ``req.offset``; see the module docstring for the steps.
+
+        ``index``: a ``hrm_lsp.index.RepoIndex`` (or None); with ``req.sources`` of ``both``
+        its estimates are mixed into the model's distribution, with ``index`` they replace
+        the model (docs/index.md)."""
         req.validate()
         cancel = cancel or _NEVER_CANCELLED
         with self._lock, torch_threads(self.threads):
-            return self._complete(req, cancel, session_key)
+            return self._finish(req, self._complete(req, cancel, session_key, index))
 
-    def _complete(self, req: CompletionRequest, cancel: Any, session_key: str | None) -> Completion:
+    def _finish(self, req: CompletionRequest, comp: Completion) -> Completion:
+        """Post-processing and the show-or-withhold decision (``gate.py``)."""
+        if comp.cancelled:
+            return comp
+        text = gate.cut_suffix_repeat(comp.text, req.text[req.offset:])
+        text = gate.limit_lines(text, req.text, req.offset) if req.multiline else text
+        why = gate.withhold_reason(text, req.text, req.offset, comp.confidence, req.min_confidence)
+        if why is not None:
+            log.debug("suggestion withheld at offset %d: %s", req.offset, why)
+        return replace(comp, text=text, withheld=why)
+
+    def _query(self, req: CompletionRequest, index: Any, timings: Timings):
+        """The index's view of this request (None for the model alone or without an index)."""
+        if index is None or req.sources == "model":
+            return None
+        ta = time.monotonic()
+        q = index.query(req.text, req.offset, req.path)
+        timings.index_ms += (time.monotonic() - ta) * 1000
+        return q
+
+    def _complete(self, req: CompletionRequest, cancel: Any, session_key: str | None,
+                  index: Any = None) -> Completion:
         t0 = time.monotonic()
         deadline = t0 + req.time_budget_ms / 1000.0
         timings = Timings()
+        self._confidence: dict[str, float] = {}
+        query = self._query(req, index, timings)
+        if req.sources == "index":
+            return self._complete_index(req, query, cancel, deadline, t0, timings)
+        mixer = _Mixer(query, self._mix_weights) if query is not None else None
         gen = torch.Generator().manual_seed(req.seed) if req.temperature > 0 else None
         prefix, suffix = req.text[: req.offset], req.text[req.offset:]
         session = self.sessions.get(session_key)
@@ -203,14 +258,17 @@ class Engine:
                             syntax_errors=syntax_errors)
 
         text, reason = self._decode_code(session, logits, new_rule(), req, gen, deadline,
-                                         cancel, timings)
+                                         cancel, timings, mixer)
         if reason == "cancelled":
             return self._result(text, plan, None, 0, t0, timings, reason, None, notes)
+        sources = "both" if mixer is not None else "model"
         if not req.refine:
             validation = self._check(req, text, timings)
+            conf = self._confidence.get(text)
             text = formatted_middle(req.text, req.offset, text, validation) or text
             notes += self._skipped_notes(validation)
-            return self._result(text, plan, validation, 1, t0, timings, reason, None, notes)
+            return self._result(text, plan, validation, 1, t0, timings, reason, None, notes,
+                                conf, sources)
         prob = self._validate_probability(session)
 
         last = {"code": text}
@@ -227,7 +285,7 @@ class Engine:
             lg, _, _ = session.sync(session.ids[:base_len] + feedback)
             timings.prefill_ms += (time.monotonic() - ta) * 1000
             code, why = self._decode_code(session, lg, new_rule(), req, gen, deadline, cancel,
-                                          timings)
+                                          timings, mixer)
             if why == "cancelled":
                 return None
             last["code"] = code
@@ -242,17 +300,72 @@ class Engine:
         notes += self._skipped_notes(best.validation)
         notes.append(f"refinement stopped: {outcome.stop}")
         comp = self._result(final, plan, best.validation, outcome.iterations, t0, timings,
-                            best.stop_reason, best.refine_probability, notes)
+                            best.stop_reason, best.refine_probability, notes,
+                            self._confidence.get(best.text), sources)
         comp.history = tuple(
             {"ok": bool(c.validation.ok), "stage": c.validation.stage,
              "diagnostics": sum(1 for d in c.validation.diagnostics if d.severity in ("error", "warning")),
              "refine_probability": c.refine_probability} for c in outcome.candidates)
         return comp
 
-    def _result(self, text, plan, validation, iterations, t0, timings, reason, prob, notes):
+    def _result(self, text, plan, validation, iterations, t0, timings, reason, prob, notes,
+                confidence=None, sources="model"):
         return Completion(text=text, plan=plan, validation=validation, iterations=iterations,
                           elapsed_ms=(time.monotonic() - t0) * 1000, timings=timings,
-                          stop_reason=reason, refine_probability=prob, notes=tuple(notes))
+                          stop_reason=reason, refine_probability=prob, notes=tuple(notes),
+                          confidence=confidence, sources=sources)
+
+    def _complete_index(self, req: CompletionRequest, query: Any, cancel: Any, deadline: float,
+                        t0: float, timings: Timings) -> Completion:
+        """The index alone: greedy ∞-gram continuation, the same stop rules, no model run."""
+        notes: list[str] = []
+        if query is None:
+            notes.append("no repository index for this request")
+            return self._result("", Plan(), None, 0, t0, timings, "eot", None, notes, None, "index")
+        from hrm_lsp.validators import syntax_errors
+
+        prefix, suffix = req.text[: req.offset], req.text[req.offset:]
+        in_block = cursor_in_block(req.text, req.offset) if req.multiline else False
+        rule = StopRule(req.multiline, prefix, suffix, in_block=in_block,
+                        syntax_errors=syntax_errors)
+        weights = self._mix_weights
+        out: list[int] = []
+        logp: list[float] = []
+        text, reason = "", "max_tokens"
+        ta = time.monotonic()
+        while True:
+            if cancel.cancelled:
+                reason = "cancelled"
+                break
+            if len(out) >= req.max_tokens:
+                break
+            if time.monotonic() > deadline:
+                reason = "time"
+                break
+            est = query.estimate(query.prefix_ids + out)
+            if est is None:
+                reason = "eot"
+                break
+            nxt, share = est.top()
+            lam = weights.lam(est.tier, est.length, est.total, against="unigram")
+            out.append(nxt)
+            logp.append(math.log(max(1e-9, lam * share)))
+            text = self.tok.decode(out)
+            cut = rule.check(text)
+            if cut is not None:
+                text = text[:cut]
+                reason = "line" if not req.multiline else "block"
+                break
+        timings.index_ms += (time.monotonic() - ta) * 1000
+        timings.decode_tokens += len(out)
+        if reason == "cancelled":
+            return self._result(text, Plan(), None, 0, t0, timings, reason, None, notes, None, "index")
+        validation = self._check(req, text, timings)
+        final = formatted_middle(req.text, req.offset, text, validation) or text
+        notes += self._skipped_notes(validation)
+        conf = math.exp(sum(logp) / len(logp)) if logp else None
+        return self._result(final, Plan(), validation, 1, t0, timings, reason, None, notes, conf,
+                            "index")
 
     def _skipped_notes(self, validation) -> list[str]:
         skipped = dict(getattr(validation, "skipped", None) or {})
@@ -309,9 +422,14 @@ class Engine:
         return out, logits, reason
 
     def _decode_code(self, session, logits, rule: StopRule, req, gen, deadline, cancel,
-                     timings) -> tuple[str, str]:
-        """Decode code tokens after the session's ids; return (text, stop reason)."""
+                     timings, mixer: _Mixer | None = None) -> tuple[str, str]:
+        """Decode code tokens after the session's ids; return (text, stop reason).
+
+        With a ``mixer`` each step's distribution is the model's mixed with the index's
+        estimate for the document text before the cursor plus the code so far. The chosen
+        tokens' probabilities give the candidate's confidence (``self._confidence``)."""
         out: list[int] = []
+        logp: list[float] = []
         text = ""
         reason = "max_tokens"
         ta = time.monotonic()
@@ -328,11 +446,16 @@ class Engine:
             if session.length + 2 >= self.capacity:  # keep room for <VALIDATE>
                 reason = "context"
                 break
+            if mixer is not None:
+                tm = time.monotonic()
+                logits = mixer.mix(logits, out)
+                timings.index_ms += (time.monotonic() - tm) * 1000
             nxt = sample_next(logits, req.temperature, req.top_p, gen, self._banned)
             if nxt in self.special_ids:
                 reason = "eot"
                 break
             out.append(nxt)
+            logp.append(float(torch.log_softmax(logits.float(), -1)[nxt]))
             text = self.tok.decode(out)
             cut = rule.check(text)
             if cut is not None:
@@ -355,6 +478,8 @@ class Engine:
                 kept = self.tok.encode(text)
                 if kept:
                     session.extend(kept)
+        if logp:
+            self._confidence[text] = math.exp(sum(logp) / len(logp))
         timings.decode_ms += (time.monotonic() - ta) * 1000
         timings.decode_tokens += len(out)
         return text, reason

@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from hrm_lsp.validators import ValidationResult
 
 STAGES = ("syntax", "gofmt", "vet", "test")
+SOURCES = ("both", "model", "index")  # where suggestions come from (docs/index.md)
 
 
 class InferenceError(ValueError):
@@ -70,6 +71,12 @@ class CompletionRequest:
     plan: bool = True
     max_plan_tokens: int = 48
     seed: int = 0
+    # both: the model's distribution mixed with the repository index's; model: the model
+    # alone; index: the index alone (no model run). Without an index, both == model.
+    sources: str = "both"
+    # Completions whose confidence (geometric mean of the chosen tokens' probabilities) is
+    # below this are withheld (Completion.withheld says why); 0 shows everything that parses.
+    min_confidence: float = 0.0
 
     def validate(self) -> None:
         """Raise InferenceError naming the first bad field."""
@@ -87,6 +94,10 @@ class CompletionRequest:
             raise InferenceError("time_budget_ms must be > 0")
         if self.max_refinement_iterations < 1:
             raise InferenceError("max_refinement_iterations must be >= 1")
+        if self.sources not in SOURCES:
+            raise InferenceError(f"sources must be one of {', '.join(SOURCES)}, got {self.sources!r}")
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise InferenceError("min_confidence must be in [0, 1]")
         unknown = [s for s in self.stages if s not in STAGES]
         if unknown:
             raise InferenceError(f"unknown validator stage(s) {unknown}; known: {', '.join(STAGES)}")
@@ -117,6 +128,9 @@ class Timings:
     prefill_tokens: int = 0
     reused_tokens: int = 0
     decode_tokens: int = 0
+    index_ms: float = 0.0  # building the request's index query and looking tokens up
+    drafted_tokens: int = 0  # tokens the index drafted for speculative decoding
+    accepted_tokens: int = 0  # drafted tokens the model agreed with
 
     def to_dict(self) -> dict[str, float | int]:
         return dict(self.__dict__)
@@ -143,6 +157,12 @@ class Completion:
     notes: tuple[str, ...] = ()
     # One entry per refinement candidate: {"ok", "stage", "diagnostics", "refine_probability"}.
     history: tuple[dict[str, Any], ...] = ()
+    # Geometric mean of the chosen tokens' probabilities (under the distribution that chose
+    # them); None when nothing was decoded.
+    confidence: float | None = None
+    # Why the suggestion should not be shown (inference/gate.py), or None to show it.
+    withheld: str | None = None
+    sources: str = ""  # which sources produced it: model | index | both (+ tiers used)
 
     @property
     def cancelled(self) -> bool:
@@ -169,6 +189,9 @@ class Completion:
             "refine_probability": self.refine_probability,
             "notes": list(self.notes),
             "history": list(self.history),
+            "confidence": None if self.confidence is None else round(self.confidence, 4),
+            "withheld": self.withheld,
+            "sources": self.sources,
         }
 
 

@@ -1,0 +1,467 @@
+"""The repository index: ∞-gram tiers over the code a completion sits in (docs/index.md).
+
+Tiers, in priority order (a longer match wins; on equal length the earlier tier wins):
+
+1. ``document``: the open document's text before the cursor and after it, as two separate
+   documents so that no match spans the hole; built per request from the live text;
+2. ``package``: the other files of the document's directory (open documents' live text
+   where the editor has them);
+3. ``workspace``: every Go file under the workspace folders (``files.py`` says which); the
+   document's own file is excluded at query time;
+4. ``stdlib``: the standard library of the Go toolchain in use;
+5. ``modcache``: the required modules' sources from ``GOMODCACHE``.
+
+``stdlib`` and ``modcache`` tiers are persisted under the cache directory per Go/module
+version and tokenizer and memory-mapped (``store.py``). Everything slow (tokenizing,
+suffix sorting, reading the cache) runs on the index's own background thread at a lower OS
+priority; a query uses what is ready and never waits for a build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hrm_lsp.index import files as gofiles
+from hrm_lsp.index import store
+from hrm_lsp.index.suffix import SuffixIndex, token_dtype
+from hrm_lsp.log import get_logger
+
+log = get_logger(__name__)
+
+TIERS = ("document", "package", "workspace", "stdlib", "modcache")
+MAX_MATCH = 128  # longer matches add nothing to the estimate and cost query time
+CONTEXT_CHARS = 65_536  # the document before the cursor that the document tier indexes
+MAX_WORKSPACE_BYTES = 200_000_000  # past this the workspace tier stops adding files
+
+Progress = Callable[[str, int], None]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What the deepest matching tier says follows the context: the match ``length`` (in
+    tokens) and the ``counts`` of each continuation token."""
+
+    tier: str
+    length: int
+    tokens: np.ndarray  # [K] token ids
+    counts: np.ndarray  # [K] occurrences followed by each
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum())
+
+    def top(self) -> tuple[int, float]:
+        """(most frequent continuation, its share of the occurrences)."""
+        i = int(np.argmax(self.counts))
+        return int(self.tokens[i]), float(self.counts[i]) / max(1, self.total)
+
+
+@dataclass
+class TierInfo:
+    name: str
+    state: str = "pending"  # pending | building | ready | failed | off
+    files: int = 0
+    tokens: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    message: str = ""
+    persisted: str = ""  # directory of a persisted tier
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tier": self.name, "state": self.state, "files": self.files,
+                "tokens": self.tokens, "bytes": self.bytes, "seconds": round(self.seconds, 3),
+                "message": self.message, "persisted": self.persisted}
+
+
+@dataclass
+class _Workspace:
+    index: SuffixIndex
+    paths: dict[str, int]  # file path -> document number
+
+
+@dataclass
+class _Static:
+    name: str
+    index: SuffixIndex
+
+
+class Query:
+    """The tiers as they were when a request started, plus that request's document tier."""
+
+    def __init__(self, owner: RepoIndex, prefix_ids: list[int], document: SuffixIndex,
+                 package: SuffixIndex | None, workspace: _Workspace | None, exclude: str | None,
+                 static: list[_Static]) -> None:
+        self.prefix_ids = prefix_ids
+        self.tok = owner.tok
+        self._tiers: list[tuple[str, SuffixIndex, int | None]] = [("document", document, None)]
+        if package is not None:
+            self._tiers.append(("package", package, None))
+        if workspace is not None:
+            self._tiers.append(("workspace", workspace.index,
+                                workspace.paths.get(exclude) if exclude else None))
+        self._tiers += [(s.name, s.index, None) for s in static]
+
+    @property
+    def tiers(self) -> list[str]:
+        return [name for name, _, _ in self._tiers]
+
+    def estimate(self, ids: Sequence[int]) -> Estimate | None:
+        """The next-token estimate of the tier with the longest match of ``ids``'s end."""
+        best = None
+        for name, index, exclude in self._tiers:
+            m = index.longest_match(ids, MAX_MATCH, exclude_doc=exclude)
+            if m.length and (best is None or m.length > best[1].length):
+                best = (name, m, index, exclude)
+        if best is None:
+            return None
+        name, m, index, exclude = best
+        toks, counts = index.next_counts(m, exclude_doc=exclude)
+        if toks.size == 0:
+            return None
+        return Estimate(name, m.length, toks, counts)
+
+    def continuation(self, ids: Sequence[int], k: int) -> list[int]:
+        """Up to ``k`` tokens the index expects after ``ids`` (greedy ∞-gram): a draft."""
+        out: list[int] = []
+        ctx = list(ids)
+        for _ in range(k):
+            e = self.estimate(ctx)
+            if e is None:
+                break
+            t, _ = e.top()
+            out.append(t)
+            ctx.append(t)
+        return out
+
+
+def _file_key(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+class RepoIndex:
+    """All tiers for one workspace; see the module docstring. Knows no editor."""
+
+    def __init__(self, tokenizer, *, cache_dir: Path | None = None, goroot: Path | None = None,
+                 stdlib: bool = True, modcache: bool = True, modcache_dir: Path | None = None,
+                 max_file_bytes: int = gofiles.MAX_FILE_BYTES,
+                 max_workspace_bytes: int = MAX_WORKSPACE_BYTES, background: bool = True) -> None:
+        self.tok = tokenizer
+        self.vocab_size = tokenizer.vocab_size
+        self.dtype = token_dtype(self.vocab_size)
+        if cache_dir is None:
+            from hrm_lsp import paths
+
+            cache_dir = paths.cache_dir() / "index"
+        self.cache_dir = Path(cache_dir)
+        self.goroot = goroot
+        self.use_stdlib, self.use_modcache = stdlib, modcache
+        self.modcache_dir = modcache_dir
+        self.max_file_bytes, self.max_workspace_bytes = max_file_bytes, max_workspace_bytes
+        self.folders: list[Path] = []
+        self.info = {t: TierInfo(t) for t in TIERS}
+        self.info["document"].state = "ready"
+        self.info["package"].state = "ready"
+        if not stdlib:
+            self.info["stdlib"].state = "off"
+        if not modcache:
+            self.info["modcache"].state = "off"
+        self.warnings: list[str] = []
+        self._lock = threading.Lock()
+        # Per-file token cache: path -> (disk key or None for live text, ids).
+        self._files: dict[str, tuple[Any, np.ndarray]] = {}
+        self._live: dict[str, str] = {}  # open documents' text, by path
+        self._workspace: _Workspace | None = None
+        self._static: list[_Static] = []
+        self._packages: dict[tuple[str, str], SuffixIndex] = {}
+        self._package_pending: set[tuple[str, str]] = set()
+        self._dirty = False
+        self._generation = 0
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="hrm-index") if background else None
+        self.ready = threading.Event()  # set when the first full build has finished
+
+    # -- building ----------------------------------------------------------------------
+
+    def _submit(self, fn: Callable, *args: Any) -> None:
+        if self._pool is None:
+            fn(*args)
+            return
+
+        def run() -> None:
+            try:  # below the generation thread: indexing must not slow typing down
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+            except (AttributeError, OSError):
+                pass
+            try:
+                fn(*args)
+            except Exception as e:  # never let a background build take the server down
+                log.exception("index: %s failed", getattr(fn, "__name__", fn))
+                self.warnings.append(f"index build failed: {e}")
+
+        self._pool.submit(run)
+
+    def start(self, folders: Sequence[str | Path], progress: Progress | None = None) -> None:
+        """Index ``folders`` (and the static tiers) in the background."""
+        self.folders = [Path(f) for f in folders if Path(f).is_dir()]
+        self._submit(self.build, progress)
+
+    def build(self, progress: Progress | None = None) -> None:
+        """Build every tier now (blocking; ``start`` runs this in the background)."""
+        report = progress or (lambda *_: None)
+        report("indexing workspace", 0)
+        self._build_workspace()
+        report(f"workspace: {self.info['workspace'].tokens} tokens", 40)
+        if self.use_stdlib:
+            self._build_stdlib(report)
+        report("stdlib ready", 80)
+        if self.use_modcache:
+            self._build_modcache()
+        self.ready.set()
+        report(self.summary(), 100)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _tokens(self, path: str) -> np.ndarray | None:
+        """Token ids of a file: the live text when open, else the disk text (cached)."""
+        live = self._live.get(path)
+        if live is not None:
+            hit = self._files.get(path)
+            if hit is not None and hit[0] == ("live", hash(live)):
+                return hit[1]
+            ids = np.asarray(self.tok.encode(live), dtype=self.dtype)
+            self._files[path] = (("live", hash(live)), ids)
+            return ids
+        p = Path(path)
+        key = _file_key(p)
+        hit = self._files.get(path)
+        if key is not None and hit is not None and hit[0] == key:
+            return hit[1]
+        text, why = gofiles.read_go_file(p, self.max_file_bytes)
+        if text is None:
+            self._files.pop(path, None)
+            return None
+        ids = np.asarray(self.tok.encode(text), dtype=self.dtype)
+        self._files[path] = (key, ids)
+        return ids
+
+    def _build_workspace(self) -> None:
+        info = self.info["workspace"]
+        info.state = "building"
+        t0 = time.monotonic()
+        docs, paths, size = [], {}, 0
+        seen = set()
+        for folder in self.folders:
+            skipped: list[gofiles.Skipped] = []
+            for p in gofiles.walk_go_files(folder, skipped=skipped):
+                key = str(p)
+                if key in seen:
+                    continue
+                seen.add(key)
+                if size > self.max_workspace_bytes:
+                    info.message = f"stopped at {self.max_workspace_bytes} bytes"
+                    break
+                ids = self._tokens(key)
+                if ids is None:
+                    continue
+                paths[key] = len(docs)
+                docs.append(ids)
+                try:
+                    size += p.stat().st_size
+                except OSError:
+                    pass
+        for key in list(self._files):  # forget files that are gone
+            if key not in seen and key not in self._live:
+                self._files.pop(key, None)
+        index = SuffixIndex.build(docs, self.vocab_size)
+        with self._lock:
+            self._workspace = _Workspace(index, paths)
+            self._packages.clear()
+            self._generation += 1
+            self._dirty = False
+        info.files, info.tokens, info.bytes = len(docs), index.n_tokens, size
+        info.seconds = time.monotonic() - t0
+        info.state = "ready"
+
+    def _static_tier(self, name: str, key: str, file_list: Callable[[], list[Path]]) -> _Static | None:
+        """Load a persisted tier, or build and persist it (rebuilding a corrupt one)."""
+        directory = self.cache_dir / f"{key}-{self.tok.sha256[:16]}"
+        expect = {"key": key, "tokenizer": self.tok.sha256}
+        if directory.exists():
+            try:
+                index, meta = store.load(directory, expect)
+                return _Static(name, index)
+            except store.StoreError as e:
+                msg = f"index: persisted {name} tier is unusable ({e}); rebuilding"
+                log.warning("%s", msg)
+                self.warnings.append(msg)
+        docs = []
+        for p in file_list():
+            text, _ = gofiles.read_go_file(p, self.max_file_bytes)
+            if text is not None:
+                docs.append(np.asarray(self.tok.encode(text), dtype=self.dtype))
+        index = SuffixIndex.build(docs, self.vocab_size)
+        try:
+            store.save(index, directory, expect)
+            index, _ = store.load(directory, expect)  # serve the memory-mapped copy
+        except (OSError, store.StoreError) as e:
+            log.warning("index: could not persist the %s tier in %s (%s)", name, directory, e)
+        return _Static(name, index)
+
+    def _goroot(self) -> Path | None:
+        if self.goroot is not None:
+            return Path(self.goroot)
+        try:
+            from hrm_lsp.validators.go import find_go
+
+            return find_go().goroot
+        except Exception as e:
+            self.info["stdlib"].message = f"no Go toolchain: {e}"
+            return None
+
+    def _build_stdlib(self, report: Progress) -> None:
+        info = self.info["stdlib"]
+        info.state = "building"
+        t0 = time.monotonic()
+        root = self._goroot()
+        if root is None or not (root / "src").is_dir():
+            info.state = "off"
+            info.message = info.message or f"no standard library sources under {root}"
+            return
+        version = (root / "VERSION").read_text().split()[0] if (root / "VERSION").is_file() else \
+            hashlib.sha256(str(root).encode()).hexdigest()[:12]
+        report("indexing the standard library (once per Go version)", 45)
+        tier = self._static_tier("stdlib", f"stdlib-{version}",
+                                 lambda: list(gofiles.stdlib_files(root)))
+        with self._lock:
+            self._static = [s for s in self._static if s.name != "stdlib"] + [tier]
+        info.tokens, info.files = tier.index.n_tokens, tier.index.n_docs
+        info.bytes = int(tier.index.rev.nbytes + tier.index.sa.nbytes)
+        info.persisted = str(self.cache_dir)
+        info.seconds = time.monotonic() - t0
+        info.state = "ready"
+
+    def _build_modcache(self) -> None:
+        info = self.info["modcache"]
+        info.state = "building"
+        t0 = time.monotonic()
+        mods = gofiles.module_dirs(self.folders, self.modcache_dir)
+        tiers = []
+        for name, d in mods:
+            key = "mod-" + gofiles.escape_module_path(name).replace("/", "_")
+            tiers.append(self._static_tier("modcache", key,
+                                           lambda d=d: list(gofiles.walk_go_files(d, tests=False))))
+        with self._lock:
+            self._static = [s for s in self._static if s.name != "modcache"] + tiers
+        info.files = len(tiers)
+        info.tokens = sum(t.index.n_tokens for t in tiers)
+        info.message = ", ".join(n for n, _ in mods) if mods else "no required modules in the module cache"
+        info.seconds = time.monotonic() - t0
+        info.state = "ready"
+
+    # -- keeping current ---------------------------------------------------------------
+
+    def set_live(self, path: str, text: str | None) -> None:
+        """The editor's text of an open document (None: closed, use the disk again)."""
+        if text is None:
+            self._live.pop(path, None)
+        else:
+            self._live[path] = text
+        self._invalidate_package(path)
+
+    def file_changed(self, path: str) -> None:
+        """A file was saved, created or deleted on disk: refresh the workspace tier soon."""
+        self._invalidate_package(path)
+        if not self._dirty:
+            self._dirty = True
+            self._submit(self._refresh)
+
+    def _refresh(self) -> None:
+        time.sleep(0.2)  # let a burst of file events arrive first (background thread only)
+        if self._dirty:
+            self._build_workspace()
+
+    def _invalidate_package(self, path: str) -> None:
+        d = str(Path(path).parent)
+        with self._lock:
+            for key in [k for k in self._packages if k[0] == d]:
+                del self._packages[key]
+
+    def _package(self, path: str | None) -> SuffixIndex | None:
+        """The package tier for ``path`` if built; else schedule it and return None."""
+        if not path:
+            return None
+        key = (str(Path(path).parent), path)
+        with self._lock:
+            hit = self._packages.get(key)
+            if hit is not None or key in self._package_pending:
+                return hit
+            self._package_pending.add(key)
+        self._submit(self._build_package, key)
+        with self._lock:  # a synchronous index (background=False) has built it now
+            return self._packages.get(key)
+
+    def _build_package(self, key: tuple[str, str]) -> None:
+        d, own = key
+        try:
+            names = sorted(n for n in os.listdir(d) if n.endswith(".go"))
+        except OSError:
+            names = []
+        docs = []
+        for n in names:
+            p = os.path.join(d, n)
+            if p == own:
+                continue
+            ids = self._tokens(p)
+            if ids is not None:
+                docs.append(ids)
+        index = SuffixIndex.build(docs, self.vocab_size)
+        with self._lock:
+            self._packages[key] = index
+            self._package_pending.discard(key)
+
+    def prepare(self, path: str | None) -> None:
+        """Build the package tier of ``path`` ahead of its first request (didOpen)."""
+        self._package(path)
+
+    # -- queries -----------------------------------------------------------------------
+
+    def query(self, text: str, offset: int, path: str | None = None) -> Query:
+        """A ``Query`` for a cursor: the document tier from ``text`` around ``offset`` plus
+        whatever other tiers are ready now."""
+        before = text[max(0, offset - CONTEXT_CHARS): offset]
+        after = text[offset: offset + CONTEXT_CHARS // 4]
+        prefix_ids = self.tok.encode(before) if before else []
+        suffix_ids = self.tok.encode(after) if after else []
+        document = SuffixIndex.build([prefix_ids, suffix_ids], self.vocab_size)
+        key = str(Path(path)) if path else None
+        with self._lock:
+            workspace, static = self._workspace, list(self._static)
+        return Query(self, prefix_ids, document, self._package(key), workspace, key, static)
+
+    # -- reports -----------------------------------------------------------------------
+
+    def summary(self) -> str:
+        parts = [f"{i.name} {i.tokens} tokens" for i in self.info.values()
+                 if i.state == "ready" and i.name not in ("document", "package")]
+        return "index ready: " + (", ".join(parts) or "empty")
+
+    def report(self) -> dict[str, Any]:
+        return {"tiers": [i.to_dict() for i in self.info.values()],
+                "ready": self.ready.is_set(), "warnings": list(self.warnings),
+                "folders": [str(f) for f in self.folders]}
+

@@ -74,7 +74,7 @@ def walk_go_files(root: Path, *, tests: bool = True, skip: frozenset[str] = SKIP
         if spec is not None:
             specs.append((d, spec))
 
-        def ignored(p: Path, is_dir: bool) -> bool:
+        def ignored(p: Path, is_dir: bool, specs=specs) -> bool:
             for base, s in specs:
                 rel = p.relative_to(base).as_posix() + ("/" if is_dir else "")
                 if s.match_file(rel):

@@ -173,11 +173,11 @@ class SuffixIndex:
             lens.append(depth + (int(neq[0]) if neq.size else len(seg)))
         valid = self._valid_positions(lo, hi, exclude_doc)
         ok = set(valid.tolist())
-        best = max((n_ for r, n_ in zip(range(lo, hi), lens) if int(self.sa[r]) in ok), default=0)
+        best = max((n_ for r, n_ in zip(range(lo, hi), lens, strict=True) if int(self.sa[r]) in ok), default=0)
         if best == 0:
             return None
         # Ranks sharing the best length are contiguous (the range is sorted).
-        ranks = [r for r, n_ in zip(range(lo, hi), lens) if n_ >= best]
+        ranks = [r for r, n_ in zip(range(lo, hi), lens, strict=True) if n_ >= best]
         return Match(best, ranks[0], ranks[-1] + 1)
 
     def next_counts(self, m: Match, exclude_doc: int | None = None,

@@ -203,3 +203,41 @@ def test_q8_0_embeddings_round_trip(tiny, tmp_path):
     ref = _logits(model, tok)
     assert meta.float_type == "q8_0"
     assert (_logits(loaded, tok2) - ref).abs().max().item() < 5e-2 * ref.abs().max().item()
+
+
+def test_gguf_carries_the_recurrent_gates(tmp_path):
+    from hrm_lsp.model import build_model, preset
+    from hrm_lsp.tokenizer.byte import ByteTokenizer
+
+    tok = ByteTokenizer()
+    torch.manual_seed(0)
+    model = build_model(preset("tiny", vocab_size=tok.vocab_size, qat_bits=4)).eval()
+    with torch.no_grad():
+        for name, v in (("gate_LL", 0.6), ("gate_LH", -0.4), ("gate_HH", 0.8)):
+            getattr(model, name).fill_(v)
+    model_to_gguf(model, tok, tmp_path / "g.gguf", float_type="f32")
+    loaded, _, _ = load_model(tmp_path / "g.gguf")
+    assert loaded.cfg.recurrent_gates
+    assert [round(getattr(loaded, n).item(), 6) for n in ("gate_LL", "gate_LH", "gate_HH")] == [
+        0.6, -0.4, 0.8]
+    assert torch.equal(_logits(loaded, tok), _logits(model, tok))
+
+
+def test_the_shipped_ungated_model_file_still_loads_ungated():
+    from hrm_lsp.model.weights import state_dict_for_export
+    from hrm_lsp.paths import default_model_path
+
+    path = default_model_path()
+    if not path.is_file():
+        pytest.skip("no shipped model file in this checkout")
+    model, tok, _ = load_model(path)
+    if model.cfg.recurrent_gates:
+        pytest.skip("the shipped model is a gated one")  # then the test above covers it
+    assert not any(k.startswith("gate_") for k in state_dict_for_export(model))
+    # Ungated is gates of exactly 1: the same file rebuilt with gates = 1 gives the same logits.
+    from hrm_lsp.model import build_model, load_weights
+
+    twin = build_model(model.cfg.replace(recurrent_gates=True), init=False).eval()
+    load_weights(twin, state_dict_for_export(model)
+                 | {g: torch.ones(1) for g in ("gate_LL", "gate_LH", "gate_HH")})
+    assert torch.equal(_logits(twin, tok), _logits(model, tok))

@@ -34,6 +34,8 @@ def _model(baked: bool = True, **over):
         for name, p in m.named_parameters():
             if name.endswith("norm.weight") or name.startswith("refine_head"):
                 p.add_(0.3 * torch.randn_like(p))
+            elif name.startswith("gate_"):  # open the recurrent gates (zero cuts the recurrence)
+                p.fill_({"gate_LL": 0.5, "gate_LH": -0.3, "gate_HH": 0.7}[name])
     if baked:
         bake_qat(m)
     return m
@@ -73,7 +75,8 @@ def _compare(model, opts: ORTOptions, feats_fn=None) -> tuple[float, float, int,
     dict(qat_bits=4, qat_symmetric=False),
     dict(qat_bits=4, qat_group=64, d_model=128, mlp_hidden=256),
     dict(arch="gpt", qat_bits=4),
-], ids=["hrgc-q4_0-window", "hrgc-q4_1", "hrgc-group64", "gpt"])
+    dict(qat_bits=4, recurrent_gates=False),
+], ids=["hrgc-q4_0-window", "hrgc-q4_1", "hrgc-group64", "gpt", "hrgc-ungated"])
 def test_graph_equals_the_torch_forward_with_fp32_activations(over):
     model = _model(**over)
     runner = ORTRunner(model, EXACT)

@@ -36,6 +36,10 @@ def _model(**overrides) -> HRGC | GPT:
     with torch.no_grad():
         m.refine_head.weight.normal_(0, 0.5)
         m.refine_head.bias.fill_(0.1)
+        # Zero recurrent gates would cut the recurrence (every cycle sees only x): open them.
+        for name, p in m.named_parameters():
+            if name.startswith("gate_"):
+                p.fill_(0.5)
     return m.eval()
 
 
@@ -70,7 +74,8 @@ def test_presets_sizes_and_gpt_matches_hrgc():
     assert 20_000_000 <= n <= 30_000_000
     # Parameter-matched baseline: GPT has H_layers + L_layers blocks and one final norm more.
     g = _count(default.replace(arch="gpt"))
-    assert g - n == default.d_model
+    assert default.recurrent_gates  # three scalars; the GPT ignores the flag
+    assert g - n == default.d_model - 3
     seed000 = preset("seed000")
     assert seed000.byte_features and seed000.vocab_size >= 256
 
@@ -321,3 +326,111 @@ def test_weight_errors_name_the_problem(tmp_path):
         load_model_file(bad)
     with pytest.raises(WeightsError, match="no such weights file"):
         load_model_file(tmp_path / "absent.safetensors")
+
+
+# --- recurrent gates --------------------------------------------------------------------
+
+
+def _blocks_only(model) -> dict[str, torch.Tensor]:
+    """Every weight but the gates and the initial states (what a 1 x 1 twin can share)."""
+    return {k: v for k, v in state_dict_for_export(model).items()
+            if not k.startswith("gate_") and not k.endswith("_init")}
+
+
+@pytest.mark.parametrize("cycles", [(2, 2), (3, 1), (1, 3)])
+def test_an_untrained_gated_model_computes_exactly_the_1x1_function(cycles):
+    torch.manual_seed(0)
+    gated = build_model(preset("tiny", H_cycles=cycles[0], L_cycles=cycles[1],
+                               state_init="random")).eval()
+    assert gated.cfg.recurrent_gates
+    assert all(getattr(gated, g).item() == 0.0 for g in ("gate_LL", "gate_LH", "gate_HH"))
+    one = build_model(preset("tiny", H_cycles=1, L_cycles=1, recurrent_gates=False,
+                             state_init="zero")).eval()
+    load_weights(one, _blocks_only(gated) | {"H_init": one.H_init, "L_init": one.L_init})
+    ids = _ids(T=40)
+    with torch.no_grad():
+        a, b = gated(ids), one(ids)
+        assert torch.equal(a.logits, b.logits) and torch.equal(a.refine_logit, b.refine_logit)
+        # ... and its cached decoding too (its 2 x 2 cache, the same function).
+        cache = gated.new_cache(batch=2, max_len=40)
+        parts = [gated(ids[:, :25], cache=cache).logits]
+        parts += [gated(ids[:, t:t + 1], cache=cache).logits for t in range(25, 40)]
+        torch.testing.assert_close(torch.cat(parts, 1), b.logits, atol=INCREMENTAL_ATOL, rtol=0)
+
+
+def test_gates_of_one_are_the_ungated_recurrence_and_old_configs_load_ungated():
+    ungated = _model(recurrent_gates=False)
+    gated = _model()
+    assert not hasattr(ungated, "gate_LL")
+    load_weights(gated, state_dict_for_export(ungated)
+                 | {g: torch.ones(1) for g in ("gate_LL", "gate_LH", "gate_HH")})
+    ids = _ids(T=30)
+    with torch.no_grad():
+        assert torch.equal(gated(ids).logits, ungated(ids).logits)
+    # A config written before the gates existed (no key) is an ungated model, and its
+    # weights carry no gate tensors.
+    old = preset("tiny").to_dict()
+    old.pop("recurrent_gates")
+    assert not ModelConfig.from_dict(old).recurrent_gates
+    assert not any(k.startswith("gate_") for k in state_dict_for_export(ungated))
+    with pytest.raises(WeightsError, match="missing gate_HH, gate_LH, gate_LL"):
+        load_weights(gated, state_dict_for_export(ungated))
+
+
+def test_gates_train_and_take_the_base_learning_rate_without_decay():
+    from hrm_lsp.training.torch_backend import module_lr_key
+
+    m = _model().train()
+    g = _grads(m, _ids(T=33))
+    for name in ("gate_LL", "gate_LH", "gate_HH"):
+        assert g[name].shape == (1,) and g[name].abs().item() > 0
+        assert module_lr_key(name) == "lr"
+    # Zero gates get gradients too (the fed-back states are not zero): they can open.
+    fresh = build_model(preset("tiny")).train()
+    gz = _grads(fresh, _ids(T=33))
+    assert all(gz[n].abs().item() > 0 for n in ("gate_LL", "gate_LH", "gate_HH"))
+
+
+def _train_briefly(stdlib_src, seed: int = 0, steps: int = 40, **overrides):
+    """A short real run (byte ids of stdlib Go, 8 x 64, AdamW) -> (model, held-out batch)."""
+    files = ("strings/strings.go", "bytes/buffer.go", "sort/sort.go", "errors/wrap.go",
+             "strconv/quote.go", "fmt/print.go")
+    data = torch.tensor(list(b"".join((stdlib_src / f).read_bytes() for f in files)))
+    torch.manual_seed(seed)
+    # 2 + 2 layers: deep enough for the fed-back state to collapse within tens of steps.
+    m = build_model(preset("tiny", H_layers=2, L_layers=2, **overrides)).train()
+    opt = torch.optim.AdamW(m.parameters(), lr=1.5e-3, weight_decay=0.0)
+    g = torch.Generator().manual_seed(seed)
+
+    def batch(B=8, T=64):
+        starts = torch.randint(0, len(data) - T - 1, (B,), generator=g)
+        return torch.stack([data[s:s + T + 1] for s in starts.tolist()])
+
+    for _ in range(steps):
+        b = batch()
+        out = m(b[:, :-1])
+        loss = F.cross_entropy(out.logits.flatten(0, 1), b[:, 1:].flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return m.eval(), batch(B=4)
+
+
+def _position_variance(m, b) -> tuple[float, float]:
+    """(variance of log-probabilities across positions, mean over sequences and ids; loss)."""
+    with torch.no_grad():
+        out = m(b[:, :-1])
+    lp = out.logits.log_softmax(-1)
+    loss = F.cross_entropy(out.logits.flatten(0, 1), b[:, 1:].flatten()).item()
+    return lp.var(dim=1).mean().item(), loss
+
+
+def test_gated_recurrence_does_not_collapse_after_a_short_real_run(stdlib_src):
+    # Measured (issue 14): without gates the fed-back 2 x 2 state becomes nearly the same
+    # vector at every position early in training, so the logits hardly depend on the input.
+    ungated, b = _train_briefly(stdlib_src, recurrent_gates=False)
+    gated, _ = _train_briefly(stdlib_src, recurrent_gates=True)
+    var_u, loss_u = _position_variance(ungated, b)
+    var_g, loss_g = _position_variance(gated, b)
+    assert var_g > 0.1 and var_g > 3 * var_u, (var_g, var_u)
+    assert loss_g < loss_u, (loss_g, loss_u)

@@ -322,14 +322,18 @@ class _Builder:
         # HRGC: the recurrence of hrgc.HRGC.forward. Cache slots are numbered in graph order
         # (the torch cache orders them differently; each backend's caches are its own).
         z_H, z_L = g.const(self.sd["H_init"], "H_init"), g.const(self.sd["L_init"], "L_init")
+        gated = cfg.recurrent_gates  # z_L = L(g_LL·z_L, g_LH·z_H + x), z_H = H(g_HH·z_H, z_L)
+        gate = {k: g.const(self.sd[k].astype(np.float32), k)
+                for k in ("gate_LL", "gate_LH", "gate_HH")} if gated else {}
         for _h in range(cfg.H_cycles):
-            inj = g.op("Add", [z_H, x])  # the generator's injection, fixed within an H cycle
+            # the generator's injection, fixed within an H cycle
+            inj = g.op("Add", [g.op("Mul", [z_H, gate["gate_LH"]]) if gated else z_H, x])
             for _l in range(cfg.L_cycles):
-                z = g.op("Add", [z_L, inj])
+                z = g.op("Add", [g.op("Mul", [z_L, gate["gate_LL"]]) if gated else z_L, inj])
                 for i in range(cfg.L_layers):
                     z = self.block(z, f"L.layers.{i}")
                 z_L = z
-            z = g.op("Add", [z_H, z_L])
+            z = g.op("Add", [g.op("Mul", [z_H, gate["gate_HH"]]) if gated else z_H, z_L])
             for i in range(cfg.H_layers):
                 z = self.block(z, f"H.layers.{i}", window=cfg.H_window)
             z_H = z

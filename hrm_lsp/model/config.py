@@ -59,6 +59,11 @@ class ModelConfig:
     # "zero". Measured on the small preset (docs/model.md, "Initial states"): the random
     # offsets slowed early training (150 steps, 1 x 1 cycles: val 7.10 vs 6.76 nats/token).
     state_init: Literal["random", "zero"] = "random"
+    # Zero-initialised scalar gates on the recurrent inputs (HRGC only; GPT ignores it):
+    # z_L = L(gate_LL·z_L, gate_LH·z_H + x), z_H = H(gate_HH·z_H, z_L). Off by default so
+    # model files written before the gates existed (no such key) load unchanged; the presets
+    # with more than one cycle turn it on (docs/model.md, "Recurrent gates").
+    recurrent_gates: bool = False
     grad_checkpointing: bool = False
     qat_bits: Literal[0, 4] = 0  # 4: fake-quantize block linears (straight-through)
     qat_group: Literal[32, 64] = 32
@@ -134,20 +139,20 @@ class ModelConfig:
 
 _PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(vocab_size=512, d_model=64, n_heads=4, H_layers=1, L_layers=1,
-                 H_cycles=2, L_cycles=2, max_seq_len=256, mlp_hidden=128),
+                 H_cycles=2, L_cycles=2, max_seq_len=256, mlp_hidden=128, recurrent_gates=True),
     "small": dict(vocab_size=4096, d_model=192, n_heads=6, H_layers=2, L_layers=2,
-                  H_cycles=2, L_cycles=2, max_seq_len=512, mlp_hidden=512),
+                  H_cycles=2, L_cycles=2, max_seq_len=512, mlp_hidden=512, recurrent_gates=True),
     # Seed 004. 32768 ids untied: 23.1M parameters (6.3M in blocks, 2 x 8.4M in the
     # embedding and output head). Seed 004's 50k vocabulary would give 19.1M tied or
     # 31.9M untied; every output-head row costs a read per decoded token, so the
     # vocabulary is the main speed/compression trade-off (docs/model.md).
     "default": dict(vocab_size=32768, d_model=256, n_heads=8, H_layers=3, L_layers=3,
                     H_cycles=2, L_cycles=2, max_seq_len=1024, H_window=512,
-                    mlp_hidden=1024, tie_embeddings=False, dropout=0.1),
+                    mlp_hidden=1024, tie_embeddings=False, dropout=0.1, recurrent_gates=True),
     # Seed 000: bytes with nibble-index and accumulator embeddings, batch 8 x seq 512.
     "seed000": dict(vocab_size=BYTE_VOCAB, d_model=256, n_heads=8, H_layers=3, L_layers=3,
                     H_cycles=2, L_cycles=2, max_seq_len=512, mlp_hidden=1024,
-                    byte_features=True, tie_embeddings=False),
+                    byte_features=True, tie_embeddings=False, recurrent_gates=True),
 }
 
 PRESETS = tuple(_PRESETS)

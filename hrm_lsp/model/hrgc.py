@@ -7,6 +7,11 @@ Design choices (docs/model.md has the reasons and the weight names):
   embedding ``x``:  ``for h in H_cycles: for l in L_cycles: z_L = L(z_L, z_H + x);
   z_H = H(z_H, z_L)``, where ``M(z, inj)`` runs M's layers on ``z + inj`` (input injection).
   Logits and the refinement-controller logit both come from the final ``z_H``.
+- Recurrent gates (``recurrent_gates``): three trained scalars, initialised to zero, on the
+  inputs that feed a state back: ``z_L = L(gate_LL·z_L, gate_LH·z_H + x)``,
+  ``z_H = H(gate_HH·z_H, z_L)``. At initialisation a gated model of any cycle count computes
+  exactly the 1 x 1 function (every cycle sees only ``x``); without them the fed-back state
+  collapses to one vector per sequence early in training (docs/model.md, "Recurrent gates").
 - Blocks are post-norm (RMSNorm after each residual add) as in HRM: states re-enter the
   recurrence several times and post-norm keeps their scale fixed. SwiGLU MLP, RoPE,
   causal attention through ``F.scaled_dot_product_attention``. No biases.
@@ -303,7 +308,23 @@ class HRGC(LMBase):
             h0, l0 = torch.zeros(D), torch.zeros(D)
         self.register_buffer("H_init", h0, persistent=True)
         self.register_buffer("L_init", l0, persistent=True)
+        if cfg.recurrent_gates:  # scalars as [1] tensors: every weight format stores them
+            self.gate_LL = nn.Parameter(torch.zeros(1))
+            self.gate_LH = nn.Parameter(torch.zeros(1))
+            self.gate_HH = nn.Parameter(torch.zeros(1))
         self._init_or_tie(init)
+
+    def _inputs_L(self, z_L, z_H, x):
+        """(state, injection) of a generator step: ``(g_LL·z_L, g_LH·z_H + x)`` when gated."""
+        if self.cfg.recurrent_gates:
+            return self.gate_LL * z_L, self.gate_LH * z_H + x
+        return z_L, z_H + x
+
+    def _inputs_H(self, z_H, z_L):
+        """(state, injection) of a planner step: ``(g_HH·z_H, z_L)`` when gated."""
+        if self.cfg.recurrent_gates:
+            return self.gate_HH * z_H, z_L
+        return z_H, z_L
 
     def _run(self, module: ReasoningModule, z, inj, cos, sin, pos, cache, slot0, grad: bool):
         """One module application, with autograd only when ``grad`` (and checkpointed if set)."""
@@ -332,9 +353,9 @@ class HRGC(LMBase):
             for l_step in range(cfg.L_cycles):
                 # one_step (HRM): only the final L step keeps a graph; full (TRM): the whole last cycle.
                 g = grad and h == last_h and (cfg.grad_mode == "full" or l_step == last_l)
-                z_L = self._run(self.L, z_L, z_H + x, cos, sin, pos, cache, slot, g)
+                z_L = self._run(self.L, *self._inputs_L(z_L, z_H, x), cos, sin, pos, cache, slot, g)
                 slot += cfg.L_layers
-            z_H = self._run(self.H, z_H, z_L, cos, sin, pos, cache,
+            z_H = self._run(self.H, *self._inputs_H(z_H, z_L), cos, sin, pos, cache,
                             cfg.H_cycles * cfg.L_cycles * cfg.L_layers + h * cfg.H_layers,
                             grad and h == last_h)
 

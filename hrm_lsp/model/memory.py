@@ -61,7 +61,8 @@ def count_params(cfg: ModelConfig) -> int:
         n += (17 + 256) * D
     if cfg.arch == "gpt":
         return n + cfg.n_layers * block + D  # + final norm
-    return n + (cfg.H_layers + cfg.L_layers) * block
+    gates = 3 if cfg.recurrent_gates else 0  # gate_LL, gate_LH, gate_HH
+    return n + (cfg.H_layers + cfg.L_layers) * block + gates
 
 
 @dataclass(frozen=True)
@@ -119,9 +120,12 @@ def activation_bytes(cfg: ModelConfig, batch: int, seq_len: int, act_bytes: int 
     L_app = cfg.L_layers * block + N * D * act_bytes
     H_app = cfg.H_layers * block + N * D * act_bytes
     n_L = cfg.L_cycles if grad_mode == "full" else 1
+    # Recurrent gates save the fed-back states they scale (the previous z_L and z_H) for
+    # their own gradients, outside any checkpointed module.
+    gates = 2 * N * D * act_bytes if cfg.recurrent_gates else 0
     if ckpt:
-        return (n_L + 1) * 2 * N * D * act_bytes, max(L_app, H_app)
-    return n_L * L_app + H_app + N * D * act_bytes, 0  # + the final z_H read by the heads
+        return (n_L + 1) * 2 * N * D * act_bytes + gates, max(L_app, H_app)
+    return n_L * L_app + H_app + N * D * act_bytes + gates, 0  # + the final z_H read by the heads
 
 
 def estimate_memory(cfg: ModelConfig, batch: int, seq_len: int, *, param_dtype: str = "float32",

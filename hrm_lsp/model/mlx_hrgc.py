@@ -265,6 +265,18 @@ class HRGC(LMBase):
             self.H_init = mx.random.normal((cfg.d_model,))
             self.L_init = mx.random.normal((cfg.d_model,))
         self.freeze(keys=["H_init", "L_init"], recurse=False)  # fixed, as in torch and HRM
+        if cfg.recurrent_gates:  # trained scalars, zero at start (hrgc.HRGC)
+            self.gate_LL, self.gate_LH, self.gate_HH = mx.zeros((1,)), mx.zeros((1,)), mx.zeros((1,))
+
+    def _inputs_L(self, z_L, z_H, x):
+        if self.cfg.recurrent_gates:
+            return self.gate_LL * z_L, self.gate_LH * z_H + x
+        return z_L, z_H + x
+
+    def _inputs_H(self, z_H, z_L):
+        if self.cfg.recurrent_gates:
+            return self.gate_HH * z_H, z_L
+        return z_H, z_L
 
     def __call__(self, ids, nibble=None, acc=None, cache: KVCache | None = None,
                  last_only: bool = False) -> ModelOutput:
@@ -281,11 +293,11 @@ class HRGC(LMBase):
         for h in range(cfg.H_cycles):
             for l_step in range(cfg.L_cycles):
                 g = h == last_h and (cfg.grad_mode == "full" or l_step == last_l)
-                z_L = self.L(z_L, z_H + x, cos, sin, pos, cache, slot)
+                z_L = self.L(*self._inputs_L(z_L, z_H, x), cos, sin, pos, cache, slot)
                 if not g:
                     z_L = mx.stop_gradient(z_L)
                 slot += cfg.L_layers
-            z_H = self.H(z_H, z_L, cos, sin, pos, cache,
+            z_H = self.H(*self._inputs_H(z_H, z_L), cos, sin, pos, cache,
                          cfg.H_cycles * cfg.L_cycles * cfg.L_layers + h * cfg.H_layers)
             if h != last_h:
                 z_H = mx.stop_gradient(z_H)

@@ -69,8 +69,9 @@ def doctor(as_json: bool) -> None:
 
 # -- server ------------------------------------------------------------------------------
 @main.command()
-@click.option("--model", "model", type=click.Path(dir_okay=False), default=None,
-              help="Model file (.gguf); default: the client's hrmLsp.modelPath, else the shipped model.")
+@click.option("--model", "model", type=click.Path(), default=None,
+              help="Model file (.gguf) or training run directory (its model.gguf, else its latest "
+                   "checkpoint); default: the client's hrmLsp.modelPath, else the shipped model.")
 @click.option("--log-file", type=click.Path(dir_okay=False), default=None,
               help="Write the server log here (default: stderr; stdout carries LSP).")
 @click.option("--log-level", default="INFO", show_default=True,
@@ -187,7 +188,8 @@ def export(source: str, out: str, fmt: str, float_type: str, seq_len: int) -> No
               show_default=True, help="Unit that goes to one split as a whole.")
 @click.option("--include-testdata", is_flag=True, help="Also read testdata/ directories.")
 @click.option("--tokenizer-from", type=click.Path(exists=True), default=None,
-              help="Encode with this existing tokenizer (file or data/run dir) instead of fitting one.")
+              help="Encode with an existing tokenizer instead of fitting one: a .gguf model file, "
+                   "a run or data directory, or a tokenizer file (SentencePiece .model).")
 @click.option("--workers", type=click.IntRange(min=0), default=0,
               help="Worker processes [default: all CPUs].")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -245,22 +247,35 @@ def prepare(sources: tuple[str, ...], out: str, tokenizer: str, vocab: int, stdl
 @click.option("--init", "init", type=click.Path(path_type=str), default=None, metavar="MODEL_OR_RUN",
               help="Fine-tune: start from this run, checkpoint or model file; --data is your code.")
 @click.option("--from-default", is_flag=True, help="Fine-tune the shipped default model (like --init).")
+@click.option("--split-by", type=click.Choice(["auto", "repo", "package"]), default=None,
+              help="For sources in --data, as in prepare: the unit that goes to one split as a "
+                   "whole [default: auto: one repository is held out by package, or by file when "
+                   "it has one package].")
+@click.option("--history/--no-history", default=None,
+              help="For repositories in --data, as in prepare: also mine their history "
+                   "[default: the recipe's; on for tiny and finetune].")
+@click.option("--since", default=None,
+              help="With history, as in prepare: only commits after this date.")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 def train(recipe: str, data: tuple[str, ...], out: str | None, backend: str | None,
           device: str | None, steps: int | None, overrides: tuple[str, ...], resume: bool,
-          dry_run: bool, init: str | None, from_default: bool, quiet: bool) -> None:
+          dry_run: bool, init: str | None, from_default: bool, split_by: str | None,
+          history: bool | None, since: str | None, quiet: bool) -> None:
     """Train or fine-tune a model (torch or MLX; `torchrun ... -m hrm_lsp.cli train` for DDP)."""
     from pathlib import Path
 
     from hrm_lsp.config import ConfigError
     from hrm_lsp.training import errors as training_errors
+    from hrm_lsp.training.finetune import is_finetune_run
     from hrm_lsp.training.run import TrainOptions
 
-    tuning = bool(init or from_default)
+    run_dir = Path(out or f"runs/{Path(recipe or ('finetune' if init or from_default else 'tiny')).stem}")
+    # Resuming a fine-tune (stopped with Ctrl-C) goes the fine-tune's way: export at the end.
+    tuning = bool(init or from_default) or (resume and is_finetune_run(run_dir))
     recipe = recipe or ("finetune" if tuning else "tiny")
-    opts = TrainOptions(recipe=recipe, data=tuple(Path(d) for d in data),
-                        out=Path(out or f"runs/{Path(recipe).stem}"), backend=backend, device=device,
-                        steps=steps, overrides=overrides, resume=resume, quiet=quiet)
+    opts = TrainOptions(recipe=recipe, data=tuple(Path(d) for d in data), out=run_dir,
+                        backend=backend, device=device, steps=steps, overrides=overrides,
+                        resume=resume, quiet=quiet, split_by=split_by, history=history, since=since)
     try:
         if dry_run:
             from hrm_lsp.training.run import dry_run as run_dry
@@ -274,11 +289,11 @@ def train(recipe: str, data: tuple[str, ...], out: str | None, backend: str | No
         if tuning:
             from hrm_lsp.training.finetune import finetune
 
-            result = finetune(opts, init=None if from_default else Path(init), echo=click.echo)
+            result = finetune(opts, init=Path(init) if init else None, echo=click.echo)
             for line in result.lines():
                 click.echo(line)
             return
-        if not data:
+        if not data and not resume:
             raise click.UsageError("--data is required (a prepared directory or source directories)")
         from hrm_lsp.training.run import train as run_train
 
@@ -287,6 +302,9 @@ def train(recipe: str, data: tuple[str, ...], out: str | None, backend: str | No
         raise click.UsageError(str(e)) from None
     except training_errors.USER_ERRORS as e:
         raise click.ClickException(str(e)) from None
+    except KeyboardInterrupt:
+        click.echo(f"stopped; continue with: hrm-lsp train --resume --out {opts.out}", err=True)
+        sys.exit(130)
     if res.final_eval and not quiet:
         ev = res.final_eval
         click.echo(f"{res.run_dir}: step {res.step}, val loss {ev['val_loss']:.4f}, "

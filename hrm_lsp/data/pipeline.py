@@ -37,6 +37,7 @@ from hrm_lsp.data.documents import (
     code_keys,
     commit_documents,
     snapshot_documents,
+    split_unit,
 )
 from hrm_lsp.data.pijul import history_backend, iter_pijul_history
 from hrm_lsp.data.sources import (
@@ -273,6 +274,128 @@ def assign_splits(units: Iterable[str], val: float, test: float) -> dict[str, st
     return out
 
 
+# Auto split of a few sources (one repository, say): units are held out at the coarsest of
+# these levels that keeps something in train, val and test and at most this share of the
+# code out of training.
+HOLDOUT_LEVELS = ("package", "file", "document")
+MAX_HELDOUT_SHARE = 0.3
+
+
+def holdout_unit(by: str, repo: str, path: str, ordinals: Counter | None = None) -> str:
+    """The split unit of a document at level ``by``: its package directory, its file, or its
+    place among the documents of its file (``ordinals`` counts them, in collection order)."""
+    if by == "package":
+        return split_unit(repo, path, "package")
+    if by == "file":
+        return f"{repo}/{path}"
+    assert ordinals is not None
+    k = ordinals[(repo, path)]
+    ordinals[(repo, path)] += 1
+    return f"{repo}/{path}#{k}"
+
+
+def assign_by_size(size: dict[str, int], val: float, test: float,
+                   cap: float = MAX_HELDOUT_SHARE / 2) -> dict[str, str]:
+    """Hold out whole units, walked in the order of a hash of their names: each goes to test
+    (then val) while that split holds less than its fraction of the bytes, if it keeps the
+    split within ``cap`` of all bytes (an empty split takes one unit of up to a third); the
+    rest train. So a few units give a held-out slice of about the asked size, never the one
+    package that is most of the code."""
+    total = max(1, sum(size.values()))
+    held = {"test": 0, "val": 0}
+    want = {"test": test * total, "val": val * total}
+    out = {}
+    for u in sorted(size, key=lambda u: (_unit_hash(u), u)):
+        out[u] = "train"
+        for s in ("test", "val"):
+            fits = held[s] + size[u] <= cap * total or (held[s] == 0 and 3 * size[u] <= total)
+            if want[s] > 0 and held[s] < want[s] and fits:
+                out[u] = s
+                held[s] += size[u]
+                break
+    return out
+
+
+def choose_holdout(docs: list[tuple[str, str, int]], val: float, test: float) -> dict:
+    """How the user's code is held out; ``docs`` are (repo, path, bytes) in collection order.
+
+    In order: packages split by hash as for large corpora (``assign_splits``); whole packages
+    picked by ``assign_by_size`` (a repository of several packages); files (one package);
+    documents (one file). The first that leaves train, val and test non-empty with at most
+    MAX_HELDOUT_SHARE of the bytes held out is used. Deterministic. Returns {"by", "reason",
+    "share", "units", "val", "test", "assignment"}.
+    """
+    total = max(1, sum(b for _, _, b in docs))
+    plans = [("package", assign_splits), *((by, assign_by_size) for by in HOLDOUT_LEVELS)]
+    tried = []
+    for by, assign in plans:
+        ordinals: Counter = Counter()
+        size: Counter = Counter()
+        for repo, path, b in docs:
+            size[holdout_unit(by, repo, path, ordinals)] += b
+        split_of = assign(size, val, test)
+        held = {s: sorted(u for u, x in split_of.items() if x == s) for s in ("val", "test")}
+        share = sum(size[u] for s in held.values() for u in s) / total
+        ok = all(held.values()) and "train" in split_of.values()
+        tried.append((by, ok, share, held, split_of, len(size)))
+        if ok and share <= MAX_HELDOUT_SHARE:
+            break
+    by, ok, share, held, split_of, n = tried[-1]
+    if not ok:
+        by, ok, share, held, split_of, n = tried[1]  # documents stay together by package
+        reason = f"too little code to hold any out: {n} {by}(s)"
+    elif by == "package":
+        reason = f"{n} packages"
+    else:
+        prev = tried[-2]
+        reason = f"{prev[5]} {prev[0]}(s), too few to hold out whole {prev[0]}s"
+    return {"by": by, "reason": reason, "share": round(share, 4), "units": n,
+            "val": held["val"], "test": held["test"], "assignment": split_of}
+
+
+def describe_holdout(h: dict, limit: int = 6) -> str:
+    """One line saying what was held out of training, and why at that level."""
+    def names(units: list[str]) -> str:
+        shown = ", ".join(units[:limit])
+        return shown + (f", … ({len(units)} in all)" if len(units) > limit else "") if units else "nothing"
+
+    return (f"held out by {h['by']} ({h['reason']}): val: {names(h['val'])}; test: {names(h['test'])} "
+            f"— {h['share']:.0%} of the code, not trained on")
+
+
+def _magic(path: Path) -> bytes:
+    with path.open("rb") as fh:
+        return fh.read(4)
+
+
+def reuse_tokenizer(source: str | Path) -> Tokenizer:
+    """The tokenizer of ``--tokenizer-from``: a ``.gguf`` model file (its embedded tokenizer),
+    a run, checkpoint or prepared-data directory, or a tokenizer file (SentencePiece
+    ``.model``, byte ``tokenizer.json``). PrepareError saying which of these was expected."""
+    p = Path(source)
+    what = ("expected a .gguf model file, a run, checkpoint or data directory, or a tokenizer "
+            "file (SentencePiece .model, byte tokenizer.json)")
+    if not p.exists():
+        raise PrepareError(f"--tokenizer-from {p}: no such file or directory ({what})")
+    if p.is_file() and _magic(p) == b"GGUF":
+        from hrm_lsp.export.errors import ModelFileError
+        from hrm_lsp.export.gguf import read_tokenizer
+
+        try:
+            return read_tokenizer(p)
+        except ModelFileError as e:
+            raise PrepareError(f"--tokenizer-from: {e}") from None
+    if p.is_dir() and not any((p / tokenizer_filename(k)).is_file() for k in ("spm", "byte")):
+        if p.parent.name == "checkpoints":  # a checkpoint: the tokenizer is its run's
+            p = p.parent.parent
+        elif (p / "model.gguf").is_file():
+            return reuse_tokenizer(p / "model.gguf")
+    try:
+        return load_tokenizer(p)
+    except TokenizerError as e:
+        raise PrepareError(f"--tokenizer-from {source}: not a usable tokenizer ({e}); {what}") from None
+
+
 def _batched(items: Iterable, n: int) -> Iterator[list]:
     buf: list = []
     for x in items:
@@ -467,27 +590,51 @@ class Preparer:
         """Step 2: assign units to splits, drop duplicates -> work/{split}.jsonl."""
         marker = self.work / "split.json"
         if marker.exists():
-            return _read_json(marker)
+            result = _read_json(marker)
+            if result.get("holdout"):
+                self.echo(describe_holdout(result["holdout"]))
+            return result
         o = self.opts
+        specs = self.plan_sources()
+        # Sources whose split unit "auto" chose (git/pijul history and directories): their
+        # unit may be refined from package to file to document (choose_holdout).
+        refinable = {i for i, sp in enumerate(specs[:n_sources])
+                     if o.split_by == "auto" and sp.kind in ("git", "pijul", "dir") and sp.unit_by == "package"}
+        paths = [self.work / f"collect-{i:03d}.jsonl" for i in range(n_sources)]
+        fixed: set[str] = set()
+        keys: list[tuple[str, str, int]] = []  # (repo, path, code bytes) of refinable documents
+        for i, path in enumerate(paths):
+            if not path.exists():
+                continue
+            for line in _iter_lines(path):
+                d = json.loads(line)
+                if i in refinable:
+                    keys.append((d["repo"], d["path"], len(d["code"].encode("utf-8"))))
+                else:
+                    fixed.add(d["unit"])
+        split_of = assign_splits(fixed, o.val_fraction, o.test_fraction)
+        holdout = choose_holdout(keys, o.val_fraction, o.test_fraction) if keys else None
+        if holdout is not None:
+            split_of.update(holdout.pop("assignment"))
+            self.echo(describe_holdout(holdout))
         seen_exact: set[bytes] = set()
         seen_norm: set[bytes] = set()
         dups: Counter = Counter()
         counts = {s: Counter() for s in SPLITS}
         units: dict[str, set[str]] = {s: set() for s in SPLITS}
-        all_units: set[str] = set()
-        for i in range(n_sources):
-            path = self.work / f"collect-{i:03d}.jsonl"
-            if path.exists():
-                all_units.update(json.loads(line)["unit"] for line in _iter_lines(path))
-        split_of = assign_splits(all_units, o.val_fraction, o.test_fraction)
         outs = {s: (self.work / f"{s}.jsonl").open("w", encoding="utf-8") for s in SPLITS}
         try:
-            for i in range(n_sources):
-                path = self.work / f"collect-{i:03d}.jsonl"
+            for i, path in enumerate(paths):
                 if not path.exists():
                     continue
+                ordinals: Counter = Counter()
                 for line in _iter_lines(path):
                     d = json.loads(line)
+                    if holdout is not None and i in refinable:
+                        unit = holdout_unit(holdout["by"], d["repo"], d["path"], ordinals)
+                        if unit != d["unit"]:
+                            d["unit"] = unit
+                            line = json.dumps(d, ensure_ascii=False) + "\n"
                     exact, norm = code_keys(d["code"])
                     if exact in seen_exact:
                         dups["exact"] += 1
@@ -512,7 +659,8 @@ class Preparer:
                 fh.close()
         result = {"duplicates": dict(dups), "splits": {s: dict(counts[s]) for s in SPLITS},
                   "units": {s: len(units[s]) for s in SPLITS},
-                  "unit_examples": {s: sorted(units[s])[:20] for s in SPLITS}}
+                  "unit_examples": {s: sorted(units[s])[:20] for s in SPLITS},
+                  "holdout": holdout}
         _write_json(marker, result)
         return result
 
@@ -572,10 +720,7 @@ class Preparer:
         """Step 4: fit (or load, with tokenizer_from) the tokenizer; written beside the shards."""
         o = self.opts
         if o.tokenizer_from:
-            try:
-                tok = load_tokenizer(o.tokenizer_from)
-            except TokenizerError as e:
-                raise PrepareError(f"--tokenizer-from: {e}") from None
+            tok = reuse_tokenizer(o.tokenizer_from)
             (self.out / tokenizer_filename(tok.kind)).write_bytes(tok.to_bytes())
             return tok
         path = self.out / tokenizer_filename(o.tokenizer)
@@ -707,6 +852,7 @@ class Preparer:
                 "kinds": {k.split(":", 1)[1]: v for k, v in sorted(counts.items()) if k.startswith("kind:")},
             },
             "split_units": split_stats["unit_examples"],
+            "holdout": split_stats.get("holdout"),
             "options": to_dict(self.opts),
             "elapsed_s": round(time.monotonic() - t0, 1),
             "timings_s": timings,

@@ -269,6 +269,20 @@ def load_model(path: str | Path, device: str = "cpu"):
     return model.to(device).eval(), tok, meta
 
 
+def read_tokenizer(path: str | Path):
+    """The tokenizer embedded in a GGUF model file (checked like ``load_model`` does)."""
+    from hrm_lsp.tokenizer import TokenizerError, load_tokenizer
+
+    path = Path(path)
+    _arch, meta, _tensors = read_container(path, ARCHES)
+    if not isinstance(meta.get(KEY_TOK_DATA), str):
+        raise ModelFileError(f"{path}: metadata key {KEY_TOK_DATA} is missing")
+    try:
+        return load_tokenizer(base64.b64decode(meta[KEY_TOK_DATA], validate=True))
+    except (TokenizerError, ValueError) as e:
+        raise ModelFileError(f"{path}: embedded tokenizer is unusable: {e}") from None
+
+
 def bake_qat(model) -> None:
     """Replace fake quantization by its result, once: a QAT model's block linears then run
     plain matmuls on the 4-bit values instead of re-quantizing on every forward."""

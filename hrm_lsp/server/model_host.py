@@ -29,8 +29,13 @@ class ModelStatus:
 
 
 def resolve_model_path(setting: str) -> Path:
-    """The model file for a ``modelPath`` setting ("" = the shipped model)."""
-    return Path(setting).expanduser() if setting else default_model_path()
+    """The model for a ``modelPath`` setting ("" = the shipped model): a .gguf file, or a run
+    directory: its exported ``model.gguf`` (what a fine-tune writes) when it has one, else the
+    directory (its latest checkpoint)."""
+    if not setting:
+        return default_model_path()
+    path = Path(setting).expanduser()
+    return path / "model.gguf" if path.is_dir() and (path / "model.gguf").is_file() else path
 
 
 class ModelHost:
@@ -69,10 +74,10 @@ class ModelHost:
         it tells the user, so a client never sees the state change before the message.
         """
         try:
-            if not path.is_file():
+            if not path.exists():
                 raise FileNotFoundError(
                     f"model file {path} does not exist; set hrmLsp.modelPath to a .gguf file "
-                    "made by `hrm-lsp export`"
+                    "made by `hrm-lsp export` or to a training run directory"
                 )
             from hrm_lsp.inference import Engine
 

@@ -144,7 +144,15 @@ def train_spm(texts: Iterable[str], vocab_size: int, *, threads: int = 1,
     except RuntimeError as e:
         msg = str(e)
         hint = ""
-        if "Vocabulary size" in msg or "vocab_size" in msg:
-            hint = " (the training text has too few distinct pieces for this --vocab; use a smaller --vocab or more data)"
+        need = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", msg)
+        most = re.search(r"too high \((\d+)\)\. Please set it to a value <= (\d+)", msg)
+        if need:  # the text has more distinct characters than the vocabulary has room for
+            hint = (f" (the training text has {need.group(2)} distinct characters and pieces that "
+                    f"must each get an id; use a larger --vocab, at least {need.group(2)})")
+        elif most:
+            hint = (f" (the training text has too few distinct pieces for --vocab {most.group(1)}; "
+                    f"use a smaller --vocab, at most {most.group(2)}, or more data)")
+        elif "Vocabulary size" in msg or "vocab_size" in msg:
+            hint = " (the vocabulary size does not suit this text; see the message for the bound)"
         raise TokenizerError(f"SentencePiece training failed: {msg.strip()}{hint}") from None
     return SpmTokenizer(out.getvalue())

@@ -30,9 +30,10 @@ def is_prepared(path: Path) -> bool:
 
 
 def resolve_data(paths: list[Path] | tuple[Path, ...], recipe: Recipe, out_dir: Path,
-                 tokenizer_from: Path | None = None) -> Path:
+                 tokenizer_from: Path | None = None, echo=None) -> Path:
     """The prepared data directory for ``paths``: itself, or freshly prepared into out_dir
-    (with the tokenizer in ``tokenizer_from`` instead of a new one, when given)."""
+    (with the tokenizer in ``tokenizer_from`` instead of a new one, when given); ``echo``
+    gets the preparation's messages (what was held out, among them)."""
     if not paths:
         raise DataError("no --data given: pass a prepared data directory or source directories")
     paths = [Path(p) for p in paths]
@@ -53,10 +54,11 @@ def resolve_data(paths: list[Path] | tuple[Path, ...], recipe: Recipe, out_dir: 
     if is_prepared(out_dir):
         log.info("reusing prepared data in %s", out_dir)
         return out_dir
-    return _prepare(paths, recipe, out_dir, tokenizer_from)
+    return _prepare(paths, recipe, out_dir, tokenizer_from, echo)
 
 
-def _prepare(paths: list[Path], recipe: Recipe, out_dir: Path, tokenizer_from: Path | None = None) -> Path:
+def _prepare(paths: list[Path], recipe: Recipe, out_dir: Path, tokenizer_from: Path | None = None,
+             echo=None) -> Path:
     """Prepare sources with the data package (git repositories with their history)."""
     from hrm_lsp.config import ConfigError
     from hrm_lsp.data import PrepareError, PrepareOptions, prepare
@@ -65,6 +67,8 @@ def _prepare(paths: list[Path], recipe: Recipe, out_dir: Path, tokenizer_from: P
         "sources": tuple(str(p) for p in paths),
         # History only where there is some: plain directories would be reported as skipped.
         "history": recipe.data.history and any((p / ".git").exists() for p in paths),
+        "since": recipe.data.since or None,
+        "split_by": recipe.data.split_by,
         "tokenizer": recipe.data.tokenizer,
         "refine_examples": recipe.data.refine_examples,
     }
@@ -74,7 +78,7 @@ def _prepare(paths: list[Path], recipe: Recipe, out_dir: Path, tokenizer_from: P
         kwargs["tokenizer_from"] = str(tokenizer_from)
     log.info("preparing %s into %s", ", ".join(map(str, paths)), out_dir)
     try:
-        prepare(PrepareOptions(**kwargs), out_dir)
+        prepare(PrepareOptions(**kwargs), out_dir, echo=echo)
     except (PrepareError, ConfigError) as e:
         raise DataError(f"preparing {', '.join(map(str, paths))}: {e}") from None
     return out_dir

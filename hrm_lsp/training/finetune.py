@@ -4,15 +4,19 @@ Named steps:
 
 1. load the model to start from (a run directory, checkpoint or ``.gguf`` file; or the shipped
    default model with ``--from-default``) with its config and tokenizer;
-2. prepare the user's code with *that* tokenizer (git history included for repositories);
-3. score the held-out ``test`` split of the user's code, fine-tune, score it again
-   (``run.train`` with ``InitFrom``);
+2. prepare the user's code with *that* tokenizer (git history included for repositories;
+   one repository is held out by package, or by file when it has one package);
+3. pick the step budget from the train split's size and a timing of this machine (the
+   recipe's ``max_epochs``/``max_minutes``), score the held-out ``test`` split of the user's
+   code, fine-tune, score it again (``run.train`` with ``InitFrom``); Ctrl-C stops at the end of
+   a step with a checkpoint, and ``--resume`` continues;
 4. export one model file (``RUN_DIR/model.gguf``) with the export package;
 5. say how to point the server and the editors at it.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,10 +25,12 @@ import numpy as np
 
 from hrm_lsp.config import apply_overrides
 from hrm_lsp.paths import default_model_path
+from hrm_lsp.training.checkpoint import latest_checkpoint
 from hrm_lsp.training.recipe import recipe_from_dict, recipe_mapping
-from hrm_lsp.training.run import InitFrom, RunError, TrainOptions, TrainResult, train
+from hrm_lsp.training.run import CONFIG_FILE, InitFrom, RunError, TrainOptions, TrainResult, train
 
 DEFAULT_RECIPE = "finetune"
+MODEL_FILE = "model.gguf"  # what a fine-tune exports into its run directory
 
 
 @dataclass(frozen=True)
@@ -70,8 +76,31 @@ def load_init(source: Path, workdir: Path) -> InitFrom:
                     tokenizer_file=tok_file, tokenizer_kind=tok.kind, tokenizer_sha256=tok.sha256)
 
 
+def is_finetune_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a run started from other weights (``--init``/``--from-default``)."""
+    config = Path(run_dir) / CONFIG_FILE
+    try:
+        return bool(json.loads(config.read_text(encoding="utf-8")).get("init"))
+    except (OSError, ValueError):
+        return False
+
+
 def finetune(opts: TrainOptions, init: Path | None, echo: Callable[[str], None] = print) -> FinetuneResult:
-    """Fine-tune ``init`` (None: the shipped default model) on ``opts.data``; export; report."""
+    """Fine-tune ``init`` (None: the shipped default model) on ``opts.data``; export; report.
+
+    With ``opts.resume``, a fine-tune stopped in ``opts.out`` (Ctrl-C) continues from its last
+    checkpoint; one that never reached a checkpoint starts again (its prepared data is kept).
+    """
+    opts = replace(opts, out=Path(opts.out))
+    if opts.resume and latest_checkpoint(opts.out) is not None:
+        if not is_finetune_run(opts.out):
+            raise RunError(f"--resume: {opts.out} is not a fine-tuning run; resume it without "
+                           "--init/--from-default")
+        echo(f"continuing the fine-tune in {opts.out}")
+        return _train_and_export(opts, None)
+    if opts.resume and init is None and is_finetune_run(opts.out):  # stopped before a checkpoint
+        init = Path(json.loads((opts.out / CONFIG_FILE).read_text(encoding="utf-8"))["init"])
+    opts = replace(opts, resume=False)
     source = Path(init) if init is not None else default_model_path()
     if init is None and not source.is_file():
         raise RunError(f"--from-default: the shipped model is not in this installation ({source}); "
@@ -80,9 +109,6 @@ def finetune(opts: TrainOptions, init: Path | None, echo: Callable[[str], None] 
         raise RunError(f"--init {source}: no such run directory, checkpoint or model file")
     if not opts.data:
         raise RunError("--init needs --data: your source directories or git repositories")
-    if opts.resume:
-        raise RunError("--init starts a new run; to continue a fine-tuning run use --resume without --init")
-    opts = replace(opts, out=Path(opts.out))
     start = load_init(source, opts.out / "init")
 
     # The recipe's data must be encoded with the model's tokenizer and fit its context.
@@ -95,12 +121,16 @@ def finetune(opts: TrainOptions, init: Path | None, echo: Callable[[str], None] 
     _write_toml(recipe_from_dict(mapping), recipe_file)
     echo(f"fine-tuning {source} ({cfg.arch}, d_model {cfg.d_model}) on "
          f"{', '.join(map(str, opts.data))}")
-    result = train(replace(opts, recipe=str(recipe_file), overrides=()), init=start)
+    return _train_and_export(replace(opts, recipe=str(recipe_file), overrides=()), start)
 
+
+def _train_and_export(opts: TrainOptions, start: InitFrom | None) -> FinetuneResult:
+    """Train (or resume) the fine-tune, then export ``RUN_DIR/model.gguf``."""
     from hrm_lsp.export.errors import ModelFileError
     from hrm_lsp.export.gguf import export_gguf
 
-    model_file = opts.out / "model.gguf"
+    result = train(opts, init=start)
+    model_file = opts.out / MODEL_FILE
     try:
         export_gguf(opts.out, model_file)
     except ModelFileError as e:

@@ -102,8 +102,15 @@ def format_duration(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
+def progress_bar(done: int, total: int, width: int = 20) -> str:
+    """``[########------------]  40%`` for ``done`` of ``total``."""
+    frac = min(1.0, done / max(1, total))
+    filled = int(round(frac * width))
+    return f"[{'#' * filled}{'-' * (width - filled)}] {100 * frac:3.0f}%"
+
+
 class Progress:
-    """One console line per logged step: loss, lr, tokens/s, ETA, and MFU when known."""
+    """One console line per logged step: a bar, loss, lr, tokens/s, ETA, and MFU when known."""
 
     def __init__(self, total_steps: int, stream: TextIO | None = None, enabled: bool = True):
         self.total = total_steps
@@ -114,7 +121,7 @@ class Progress:
         if not self.enabled:
             return
         parts = [
-            f"step {step}/{self.total}",
+            f"{progress_bar(step, self.total)} step {step}/{self.total}",
             f"loss {loss:.4f}",
             f"lr {lr:.2e}",
             f"{tok_s:,.0f} tok/s",

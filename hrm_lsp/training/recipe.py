@@ -48,6 +48,8 @@ class DataSection:
     batch_size: int = 8
     fim_rate: float = 0.5
     history: bool = True  # mine git history when --data is a repository
+    since: str = ""  # with history: only commits after this date (prepare --since); "" = all
+    split_by: Literal["auto", "repo", "package"] = "auto"  # prepare --split-by for sources
     refine_examples: int = 0  # refinement documents to make when preparing sources
 
     def validate(self) -> None:
@@ -90,10 +92,17 @@ class ScheduleSection:
     steps: int = 1000  # optimiser steps in the whole run (--steps overrides)
     warmup_steps: int = 100
     min_lr_ratio: float = 0.1
+    # Step budget from the data and the machine (the finetune recipe); --steps turns both off.
+    # > 0: at most this many passes over the train split.
+    max_epochs: float = 0.0
+    # > 0: at most the steps that fit in this many minutes, timed on this machine at start.
+    max_minutes: float = 0.0
 
     def validate(self) -> None:
         if self.steps < 1 or self.warmup_steps < 0:
             raise ConfigError("schedule: steps must be >= 1 and warmup_steps >= 0")
+        if self.max_epochs < 0 or self.max_minutes < 0:
+            raise ConfigError("schedule: max_epochs and max_minutes must be >= 0 (0: no limit)")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError("schedule.min_lr_ratio must be in [0, 1]")
 

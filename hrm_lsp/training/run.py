@@ -3,7 +3,8 @@
 1. recipe (shipped name or TOML, ``--set`` overrides; on ``--resume`` the run's own recipe);
 2. data: prepared directory, or sources prepared into ``RUN_DIR/data``; tokenizer kind checked;
 3. model config from the preset and the tokenizer; memory estimate checked against the budget
-   (refused before anything is written);
+   (refused before anything is written); with ``schedule.max_epochs``/``max_minutes`` the step
+   count is chosen from the train split's size and a timing of real steps on this machine;
 4. run directory: ``config.json``, tokenizer copy; refuse to overwrite a run without --resume;
 5. backend (torch or MLX) and its state (fresh, resumed, or initialised from other weights);
 6. the loop (``loop.fit``), then the run card.
@@ -58,6 +59,11 @@ class TrainOptions:
     overrides: tuple[str, ...] = ()
     resume: bool = False
     quiet: bool = False
+    # Data options for sources prepared by the run (prepare's --split-by, --history, --since);
+    # None: the recipe's.
+    split_by: str | None = None
+    history: bool | None = None
+    since: str | None = None
     command: str = field(default_factory=lambda: shlex.join(["hrm-lsp", *sys.argv[1:]]))
 
 
@@ -102,8 +108,11 @@ def recipe_for(opts: TrainOptions) -> Recipe:
         data.setdefault("run", {})["backend"] = opts.backend
     if opts.device:
         data.setdefault("run", {})["device"] = opts.device
-    if opts.steps is not None:
-        data.setdefault("schedule", {})["steps"] = opts.steps
+    if opts.steps is not None:  # the user's count: no budget from data size and timing
+        data.setdefault("schedule", {}).update(steps=opts.steps, max_epochs=0.0, max_minutes=0.0)
+    for key in ("split_by", "history", "since"):
+        if getattr(opts, key) is not None:
+            data.setdefault("data", {})[key] = getattr(opts, key)
     return recipe_from_dict(data)
 
 
@@ -145,6 +154,79 @@ def recipe_vocab_size(recipe: Recipe) -> int:
     return preset(recipe.model.preset).vocab_size
 
 
+@dataclass(frozen=True)
+class StepBudget:
+    """How many steps a run gets from its recipe's caps, its data and this machine's speed."""
+
+    steps: int
+    recipe_steps: int
+    epoch_steps: int  # steps in one pass over the train split
+    epoch_cap: int | None  # schedule.max_epochs as steps
+    time_cap: int | None  # schedule.max_minutes as steps at the timed speed
+    seconds_per_step: float
+    eta_s: float  # training + evaluations
+
+    def summary(self, recipe: Recipe, train_tokens: int) -> str:
+        """One line: the chosen steps, every cap, the measured speed and the ETA."""
+        from hrm_lsp.training.metrics import format_duration
+
+        sc = recipe.schedule
+        caps = [f"recipe {self.recipe_steps}"]
+        if self.epoch_cap is not None:
+            caps.append(f"{sc.max_epochs:g} epochs of {train_tokens:,} train tokens = {self.epoch_cap}")
+        if self.time_cap is not None:
+            caps.append(f"{sc.max_minutes:g} min at {self.seconds_per_step:.2f} s/step = {self.time_cap}")
+        return (f"step budget: {self.steps} steps of {recipe.tokens_per_step:,} tokens "
+                f"(the least of: {'; '.join(caps)}), timed on this machine at "
+                f"{recipe.tokens_per_step / self.seconds_per_step:,.0f} tokens/s; "
+                f"ETA {format_duration(self.eta_s)}")
+
+
+MIN_BUDGET_STEPS = 10
+
+
+def time_steps(recipe: Recipe, cfg, ds, dist: Dist, init: InitFrom | None, n: int = 2) -> float:
+    """Seconds per optimiser step of this recipe and model here: one warm-up step, then the
+    mean of ``n`` timed ones, on real batches, with a trainer that is thrown away after."""
+    import time
+
+    trainer, _ = make_trainer(recipe, cfg, dist)
+    if init is not None:
+        _load_init_weights(trainer, init)
+    batches = TrainData(ds, recipe, cfg.byte_features).train_batches()
+    times = []
+    for _ in range(n + 1):
+        micro = [next(batches)[:2] for _ in range(recipe.optim.grad_accum)]
+        t0 = time.perf_counter()
+        m = trainer.train_step(micro, 0.0)  # lr 0: nothing is learnt from these steps
+        float(m["loss"])
+        times.append(time.perf_counter() - t0)
+    return sum(times[1:]) / n
+
+
+def step_budget(recipe: Recipe, train_tokens: int, seconds_per_step: float) -> StepBudget:
+    """Steps = min(schedule.steps, max_epochs passes over the data, what max_minutes allows at
+    the timed speed, evaluations included), at least MIN_BUDGET_STEPS."""
+    sc, run = recipe.schedule, recipe.run
+    epoch = max(1, -(-train_tokens // recipe.tokens_per_step))
+    epoch_cap = max(1, int(sc.max_epochs * epoch)) if sc.max_epochs > 0 else None
+    # An evaluation runs eval_batches forward passes: about a third of a step each.
+    per_step = seconds_per_step * (1 + run.eval_batches / (3 * run.eval_every))
+    time_cap = int(sc.max_minutes * 60 / per_step) if sc.max_minutes > 0 else None
+    steps = max(MIN_BUDGET_STEPS, min(x for x in (sc.steps, epoch_cap, time_cap) if x is not None))
+    return StepBudget(steps, sc.steps, epoch, epoch_cap, time_cap, seconds_per_step, steps * per_step)
+
+
+def with_steps(recipe: Recipe, steps: int) -> Recipe:
+    """The recipe with ``steps`` (warm-up kept under a tenth of them) and no budget caps left,
+    so that a resumed run keeps exactly this schedule."""
+    data = to_dict(recipe)
+    sc = data["schedule"]
+    sc.update(steps=steps, warmup_steps=min(sc["warmup_steps"], steps // 10), max_epochs=0.0,
+              max_minutes=0.0)
+    return recipe_from_dict(data)
+
+
 # --- step 4: run directory --------------------------------------------------------------------
 
 
@@ -153,7 +235,7 @@ def _sha256_file(p: Path) -> str:
 
 
 def prepare_run_dir(opts: TrainOptions, recipe: Recipe, cfg_dict: dict, ds, data_dir: Path,
-                    dist: Dist, init_source: str | None = None) -> Checkpoint | None:
+                    dist: Dist, init_source: str | None = None, step_budget: str = "") -> Checkpoint | None:
     """Create or check the run directory; return the checkpoint to resume from, if any."""
     out = opts.out
     existing = list_checkpoints(out)
@@ -186,6 +268,7 @@ def prepare_run_dir(opts: TrainOptions, recipe: Recipe, cfg_dict: dict, ds, data
             "manifest_sha256": _sha256_file(Path(data_dir) / "manifest.json"),
             "init": init_source,
             "command": opts.command,
+            "step_budget": step_budget,
         }
         tmp = out / (CONFIG_FILE + ".tmp")
         tmp.write_text(json.dumps(config, indent=1), encoding="utf-8")
@@ -300,6 +383,23 @@ def _saved_model_config(opts: TrainOptions):
     return ModelConfig.from_dict(saved["model_config"])
 
 
+def _saved_config(run_dir: Path) -> dict:
+    """A run's config.json ({} when there is none)."""
+    path = Path(run_dir) / CONFIG_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _saved_heldout_before(run_dir: Path) -> tuple[dict[str, float], str]:
+    """The held-out score a fine-tune recorded before its first step ({} if it has none)."""
+    from hrm_lsp.training.metrics import read_metrics
+
+    for rec in read_metrics(Path(run_dir) / "metrics.jsonl"):
+        if "heldout_before_val_bpb" in rec:
+            pre = "heldout_before_"
+            return {k[len(pre):]: v for k, v in rec.items() if k.startswith(pre)}, rec["heldout_split"]
+    return {}, ""
+
+
 def _heldout(trainer, ds, recipe: Recipe, cfg, split: str) -> tuple[dict[str, float], str]:
     """Score on the held-out split (falls back to val when the user's code left it empty)."""
     for name in (split, "val"):
@@ -316,6 +416,9 @@ def train(opts: TrainOptions, dist: Dist | None = None, init: InitFrom | None = 
     """
     dist = dist or from_env()
     opts = TrainOptions(**{**opts.__dict__, "out": Path(opts.out)})
+    saved = _saved_config(opts.out) if opts.resume else {}
+    if opts.resume and not opts.data and saved.get("data"):
+        opts = TrainOptions(**{**opts.__dict__, "data": (Path(saved["data"]),)})  # the run's own
     recipe = recipe_for(opts)
     progress = Progress(recipe.schedule.steps, enabled=dist.is_main and not opts.quiet)
 
@@ -323,7 +426,8 @@ def train(opts: TrainOptions, dist: Dist | None = None, init: InitFrom | None = 
     data_dir = Path(opts.data[0]) if len(opts.data) == 1 and is_prepared(Path(opts.data[0])) else opts.out / "data"
     if dist.is_main:
         data_dir = resolve_data(list(opts.data), recipe, opts.out / "data",
-                                tokenizer_from=init.tokenizer_file if init else None)
+                                tokenizer_from=init.tokenizer_file if init else None,
+                                echo=progress.message)
     dist.barrier()
     ds = open_dataset(data_dir, recipe)
     if init is not None and ds.tokenizer.sha256 != init.tokenizer_sha256:
@@ -341,11 +445,21 @@ def train(opts: TrainOptions, dist: Dist | None = None, init: InitFrom | None = 
         cfg = model_config_for(recipe, ds.tokenizer.vocab_size)
     report = budget.check(recipe, cfg)
     progress.message(report.summary())
+    steps_note = ""
+    # (Under torchrun the ranks would time different speeds: there the recipe's steps hold.)
+    if (recipe.schedule.max_epochs or recipe.schedule.max_minutes) and not opts.resume \
+            and not dist.active and not list_checkpoints(opts.out):
+        sb = step_budget(recipe, ds.num_tokens("train"), time_steps(recipe, cfg, ds, dist, init))
+        steps_note = sb.summary(recipe, ds.num_tokens("train"))
+        progress.message(steps_note)
+        recipe = with_steps(recipe, sb.steps)
+        progress.total = sb.steps
 
     # 4. run directory
     ck = prepare_run_dir(opts, recipe, cfg.to_dict(), ds, data_dir, dist,
-                         init.source if init else None)
+                         init.source if init else None, steps_note)
     dist.barrier()
+    tuning = init is not None or bool(saved.get("init"))
 
     # 5. backend and state
     trainer, device_desc = make_trainer(recipe, cfg, dist)
@@ -358,8 +472,14 @@ def train(opts: TrainOptions, dist: Dist | None = None, init: InitFrom | None = 
         _load_init_weights(trainer, init)
     data = TrainData(ds, recipe, cfg.byte_features, dist.rank, dist.world_size)
     before, heldout = {}, ""
-    if init is not None and dist.is_main and st.step == 0:
-        before, heldout = _heldout(trainer, ds, recipe, cfg, init.heldout_split)
+    if tuning and dist.is_main:
+        if st.step == 0:
+            before, heldout = _heldout(trainer, ds, recipe, cfg, init.heldout_split if init else "test")
+            if before:
+                metrics.write({"step": 0, "heldout_split": heldout,
+                               **{f"heldout_before_{k}": v for k, v in before.items()}})
+        else:  # a resumed fine-tune: the score before it began is in its metrics
+            before, heldout = _saved_heldout_before(opts.out)
 
     # 6. the loop
     peak = peak_flops(device_desc, bf16=recipe.run.bf16) if "cpu" not in device_desc.lower() else None
@@ -382,7 +502,6 @@ def train(opts: TrainOptions, dist: Dist | None = None, init: InitFrom | None = 
         if before:
             after = evaluate(trainer, TrainData(ds, recipe, cfg.byte_features, eval_split=heldout))
             metrics.write({"step": st.step, "heldout_split": heldout,
-                           **{f"heldout_before_{k}": v for k, v in before.items()},
                            **{f"heldout_after_{k}": v for k, v in after.items()}})
         config = json.loads((opts.out / CONFIG_FILE).read_text(encoding="utf-8"))
         write_run_card(

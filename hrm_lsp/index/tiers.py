@@ -396,9 +396,10 @@ class RepoIndex:
             self._build_workspace()
 
     def _invalidate_package(self, path: str) -> None:
+        """Package tiers that hold ``path`` (those of its siblings, not its own) are stale."""
         d = str(Path(path).parent)
         with self._lock:
-            for key in [k for k in self._packages if k[0] == d]:
+            for key in [k for k in self._packages if k[0] == d and k[1] != path]:
                 del self._packages[key]
 
     def _package(self, path: str | None) -> SuffixIndex | None:

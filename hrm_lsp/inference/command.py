@@ -47,25 +47,38 @@ def read_go_file(path: Path) -> str:
 def run_complete(spec: str, model: str | None, *, multiline: bool, max_tokens: int | None,
                  time_budget_ms: float, refine: bool, stages: tuple[str, ...],
                  device: str = "auto", temperature: float = 0.0, top_p: float = 1.0,
-                 backend: str = "auto") -> Completion:
-    """Load the model, read the file and complete at the location."""
+                 backend: str = "auto", sources: str = "both", min_confidence: float = 0.0,
+                 workspace: Path | None = None) -> Completion:
+    """Load the model, read the file, index its workspace (unless ``sources`` is model)
+    and complete at the location."""
     from hrm_lsp.inference.engine import Engine
 
     path, line, col = parse_location(spec)
     text = read_go_file(path)
     offset = offset_of(text, line, col)
     engine = Engine.load(model, device=device, backend=backend)
+    index = None
+    if sources != "model":
+        from hrm_lsp.index.command import build, workspace_of
+
+        index = build([workspace or workspace_of(path)], engine.tok)
     req = CompletionRequest(
         text=text, offset=offset, path=str(path.resolve()), multiline=multiline,
         max_tokens=max_tokens or (256 if multiline else 64), temperature=temperature,
-        top_p=top_p, time_budget_ms=time_budget_ms, refine=refine, stages=stages)
-    return engine.complete(req, session_key=str(path))
+        top_p=top_p, time_budget_ms=time_budget_ms, refine=refine, stages=stages,
+        sources=sources, min_confidence=min_confidence)
+    return engine.complete(req, session_key=str(path), index=index)
 
 
 def format_text(comp: Completion) -> list[str]:
     """Human-readable lines: plan, completion, validation, timings."""
-    out = [f"plan: {comp.plan.one_line() or '(none)'}", "completion:"]
+    out = [f"plan: {comp.plan.one_line() or '(none)'}",
+           f"completion ({comp.sources or 'model'}"
+           + (f", confidence {comp.confidence:.2f}" if comp.confidence is not None else "")
+           + "):"]
     out += ["  " + line for line in (comp.text.split("\n") if comp.text else ["(empty)"])]
+    if comp.withheld:
+        out.append(f"withheld (an editor would show nothing): {comp.withheld}")
     v = comp.validation
     if v is None:
         out.append("validation: not run")

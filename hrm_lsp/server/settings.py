@@ -43,6 +43,13 @@ class Settings:
     debounce_ms: int = 75  # automatic inline triggers only
     time_budget_ms: int = 1500  # per completion request
     max_context_chars: int = 200_000  # larger documents are cut around the cursor
+    # Where suggestions come from: "both" mixes the repository index (∞-gram over the open
+    # file, its package, the workspace, the stdlib and required modules) into the model;
+    # "model" is the model alone and builds no index; "index" is the index alone (docs/index.md).
+    completion_sources: Literal["both", "model", "index"] = "both"
+    # Suggestions less confident than this are not shown (0 shows all that parse); the
+    # default was chosen on a dev split of the training corpora (docs/benchmarks.md).
+    min_confidence: float = 0.0
 
     def validate(self) -> None:
         """Range checks that types alone cannot express."""
@@ -61,6 +68,9 @@ class Settings:
             (0 <= self.debounce_ms <= 5000, "debounce_ms", "between 0 and 5000"),
             (10 <= self.time_budget_ms <= 600_000, "time_budget_ms", "between 10 and 600000"),
             (1000 <= self.max_context_chars, "max_context_chars", "at least 1000"),
+            (self.completion_sources in ("both", "model", "index"), "completion_sources",
+             "one of both, model, index"),
+            (0.0 <= self.min_confidence <= 1.0, "min_confidence", "between 0 and 1"),
         ]
         for ok, key, what in checks:
             if not ok:

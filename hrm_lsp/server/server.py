@@ -44,7 +44,8 @@ from hrm_lsp.log import get_logger
 from hrm_lsp.server import actions, builders, framing
 from hrm_lsp.server.cache import ResultCache
 from hrm_lsp.server.debounce import Debouncer
-from hrm_lsp.server.documents import Document, DocumentStore
+from hrm_lsp.server.documents import Document, DocumentStore, uri_to_path
+from hrm_lsp.server.index_host import IndexHost
 from hrm_lsp.server.inflight import InFlight
 from hrm_lsp.server.model_host import ModelHost, resolve_model_path
 from hrm_lsp.server.positions import UTF16, choose_encoding
@@ -201,6 +202,9 @@ class HrmProtocol(LanguageServerProtocol):
         """Track the document in our store."""
         td = params.text_document
         self._server.docs.open(td.uri, td.text, td.version, td.language_id)
+        doc = self._server.go_document(td.uri)
+        if doc is not None:
+            self._server.index_host.opened(str(doc.path), doc.text)
 
     @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
     def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams):
@@ -218,6 +222,8 @@ class HrmProtocol(LanguageServerProtocol):
                                        self._server.encoding)
         if doc is None:
             log.info("didChange for a document that is not open: %s", uri)
+        elif doc.is_go:
+            self._server.index_host.changed(str(doc.path), doc.text)
         self._server.inflight.cancel(uri)
 
     @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
@@ -225,6 +231,9 @@ class HrmProtocol(LanguageServerProtocol):
         """Forget the document and everything cached for it."""
         uri = params.text_document.uri
         server = self._server
+        doc = server.go_document(uri)
+        if doc is not None:
+            server.index_host.closed(str(doc.path))
         server.docs.close(uri)
         server.inflight.cancel(uri)
         server.cache.forget(uri)
@@ -239,10 +248,13 @@ class HrmLanguageServer(LanguageServer):
 
     protocol: HrmProtocol
 
-    def __init__(self, model_path: str | None = None) -> None:
+    def __init__(self, model_path: str | None = None, sources: str | None = None) -> None:
         super().__init__("hrm-lsp", __version__, protocol_cls=HrmProtocol, max_workers=4)
         self.docs = DocumentStore()
-        self.settings = Settings()
+        # `serve --sources` sets the default of completionSources; client settings override.
+        self.defaults = Settings(completion_sources=sources) if sources else Settings()
+        self.settings = self.defaults
+        self.index_host = IndexHost()
         self.model = ModelHost()
         self.cache = ResultCache()
         self.debouncer = Debouncer()
@@ -359,7 +371,7 @@ class HrmLanguageServer(LanguageServer):
 
     def apply_settings(self, raw: Any, base: Settings | None = None) -> Settings:
         """Parse client settings (warnings go to the user) and adopt them."""
-        settings, warnings = parse_settings(raw, base or Settings())
+        settings, warnings = parse_settings(raw, base or self.defaults)
         for w in warnings:
             self.say(w, types.MessageType.Warning)
         if settings != self.settings:
@@ -379,7 +391,7 @@ class HrmLanguageServer(LanguageServer):
             log.warning("workspace/configuration failed: %s", e)
             return
         if result and result[0] is not None:
-            base, _ = parse_settings(self._init_options, Settings())
+            base, _ = parse_settings(self._init_options, self.defaults)
             self.apply_settings(result[0], base)
 
     async def ensure_model(self) -> None:
@@ -415,6 +427,20 @@ class HrmLanguageServer(LanguageServer):
             self.say(f"hrm-lsp: {status.message}. Completions and code actions are off "
                      "until a model loads; the server keeps running.", types.MessageType.Error)
 
+    def start_index(self) -> None:
+        """Build the repository index for the loaded model's tokenizer, in the background
+        (``index_host.py``); nothing to do with ``completionSources = "model"``."""
+        engine = self.model.engine
+        if engine is None or self.settings.completion_sources == "model":
+            return
+        if self.index_host.index is not None and \
+                self.index_host._tokenizer_sha == engine.tok.sha256:
+            return
+        progress = self._begin_progress("hrm-lsp index")
+        loop = asyncio.get_running_loop()
+        self.index_host.start(engine.tok, progress.report_threadsafe,
+                              lambda _: loop.call_soon_threadsafe(progress.finish))
+
     async def check_go(self) -> None:
         """Say once when Go is missing (validation falls back to the syntax gate)."""
         def probe() -> str | None:
@@ -444,7 +470,7 @@ class HrmLanguageServer(LanguageServer):
         key = (doc.uri, doc.version, offset, multiline, plan)
         hit = self.cache.get(key)
         if hit is not None:
-            return hit
+            return None if getattr(hit, "withheld", None) else hit
         from hrm_lsp.inference import CompletionRequest
 
         text, off, _ = actions.context_window(doc.text, offset, s.max_context_chars)
@@ -455,12 +481,17 @@ class HrmLanguageServer(LanguageServer):
             temperature=s.temperature, top_p=s.top_p, time_budget_ms=float(s.time_budget_ms),
             refine=refine, max_refinement_iterations=max(1, s.max_refinement_iterations),
             refinement_threshold=s.refinement_threshold,
-            stages=s.validators if multiline else ("syntax",), plan=plan)
-        comp = await self._run_cancellable(doc.uri, engine.complete, req, session_key=doc.uri)
+            stages=s.validators if multiline else ("syntax",), plan=plan,
+            sources=s.completion_sources, min_confidence=s.min_confidence)
+        comp = await self._run_cancellable(doc.uri, engine.complete, req, session_key=doc.uri,
+                                           index=self.index_host.for_request(s.completion_sources))
         if comp is None or getattr(comp, "cancelled", False):
             return None
         self.cache.put(key, comp)
         self._note_skipped(getattr(comp, "validation", None))
+        if getattr(comp, "withheld", None):
+            log.debug("not shown (%s): %r", comp.withheld, comp.text[:80])
+            return None
         return comp
 
     async def _run_cancellable(self, key: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -680,15 +711,27 @@ def _position_args(args: tuple[Any, ...]) -> tuple[str, int, int, int | None] | 
     return None
 
 
-def create_server(model_path: str | None = None) -> HrmLanguageServer:
+def _workspace_folders(params: types.InitializeParams) -> list[str]:
+    """Filesystem paths of the client's workspace folders (else its root)."""
+    folders = [str(uri_to_path(f.uri)) for f in (params.workspace_folders or [])
+               if getattr(f, "uri", None)]
+    if not folders and params.root_uri:
+        folders = [str(uri_to_path(params.root_uri))]
+    if not folders and params.root_path:
+        folders = [params.root_path]
+    return folders
+
+
+def create_server(model_path: str | None = None, sources: str | None = None) -> HrmLanguageServer:
     """Build a server with every feature registered (not started)."""
-    server = HrmLanguageServer(model_path)
+    server = HrmLanguageServer(model_path, sources)
 
     @server.feature(types.INITIALIZE)
     def initialize(ls: HrmLanguageServer, params: types.InitializeParams) -> None:
         """Read initializationOptions; start watching the parent process."""
         ls._init_options = params.initialization_options
         ls.apply_settings(params.initialization_options)
+        ls.index_host.set_folders(_workspace_folders(params))
         if params.process_id:
             _watch_parent(params.process_id)
 
@@ -697,7 +740,19 @@ def create_server(model_path: str | None = None) -> HrmLanguageServer:
         """Pull workspace configuration, then load the model in the background."""
         await ls.fetch_configuration()
         await ls.ensure_model()
+        ls.start_index()
         await ls.check_go()
+
+    @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
+    def did_save(ls: HrmLanguageServer, params: types.DidSaveTextDocumentParams) -> None:
+        """A saved file: the index's workspace tier refreshes in the background."""
+        ls.index_host.files_changed([str(uri_to_path(params.text_document.uri))])
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
+    def did_change_watched_files(ls: HrmLanguageServer,
+                                 params: types.DidChangeWatchedFilesParams) -> None:
+        """Files created, changed or deleted outside the editor: refresh the index."""
+        ls.index_host.files_changed([str(uri_to_path(c.uri)) for c in params.changes])
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     async def did_change_configuration(ls: HrmLanguageServer,
@@ -706,9 +761,10 @@ def create_server(model_path: str | None = None) -> HrmLanguageServer:
         if ls._client_cap("workspace.configuration"):
             await ls.fetch_configuration()
         else:
-            base, _ = parse_settings(ls._init_options, Settings())
+            base, _ = parse_settings(ls._init_options, ls.defaults)
             ls.apply_settings(params.settings, base)
         await ls.ensure_model()
+        ls.start_index()
         await ls.check_go()
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION,
@@ -856,6 +912,7 @@ def create_server(model_path: str | None = None) -> HrmLanguageServer:
             "positionEncoding": ls.encoding,
             "documents": sorted(ls.docs.uris()),
             "cache": {"entries": len(ls.cache), "hits": ls.cache.hits, "misses": ls.cache.misses},
+            "index": ls.index_host.status(),
         }
         if args and isinstance(args[0], str):
             doc = ls.docs.get(args[0])
@@ -906,9 +963,10 @@ def _watch_parent(pid: int) -> None:
     threading.Thread(target=watch, name="hrm-parent-watch", daemon=True).start()
 
 
-def serve(model_path: str | None = None, tcp_port: int | None = None) -> None:
+def serve(model_path: str | None = None, tcp_port: int | None = None,
+          sources: str | None = None) -> None:
     """Run the server over stdio (default) or TCP on 127.0.0.1 until the client exits."""
-    server = create_server(model_path)
+    server = create_server(model_path, sources)
     # pygls logs through its own loggers: keep its warnings, in our log destination.
     pygls_log = logging.getLogger("pygls")
     pygls_log.handlers = list(logging.getLogger("hrm_lsp").handlers)

@@ -9,10 +9,12 @@ boundary; commands with their own exit-code contract (``check``) say so.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
 from hrm_lsp import __version__
+from hrm_lsp.inference.types import SOURCES
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -78,13 +80,43 @@ def doctor(as_json: bool) -> None:
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.option("--tcp", "tcp_port", type=click.IntRange(1, 65535), default=None,
               help="Listen on 127.0.0.1:PORT instead of stdio (for debugging).")
-def serve(model: str | None, log_file: str | None, log_level: str, tcp_port: int | None) -> None:
+@click.option("--sources", type=click.Choice(SOURCES), default=None,
+              help="Default of the completionSources setting: both (model + repository index, "
+                   "the default), model (no index is built), index (the index alone).")
+def serve(model: str | None, log_file: str | None, log_level: str, tcp_port: int | None,
+          sources: str | None) -> None:
     """Run the language server (stdio by default)."""
     from hrm_lsp.log import configure
     from hrm_lsp.server.server import serve as run_server
 
     configure(log_level, log_file)
-    run_server(model_path=model, tcp_port=tcp_port)
+    run_server(model_path=model, tcp_port=tcp_port, sources=sources)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--model", type=click.Path(), default=None,
+              help="Model whose tokenizer the index uses [default: the shipped model].")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--no-stdlib", is_flag=True, help="Skip the standard-library tier.")
+@click.option("--no-modcache", is_flag=True, help="Skip the module-cache tier.")
+def index(paths: tuple[str, ...], model: str | None, as_json: bool, no_stdlib: bool,
+          no_modcache: bool) -> None:
+    """Build the repository index for workspace folders PATH… and report its tiers."""
+    import json
+
+    from hrm_lsp.export.errors import ModelFileError
+    from hrm_lsp.index.command import format_report, run_index
+
+    try:
+        rep = run_index(list(paths), model, stdlib=not no_stdlib, modcache=not no_modcache)
+    except (ModelFileError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    if as_json:
+        click.echo(json.dumps(rep, indent=2))
+    else:
+        for line in format_report(rep):
+            click.echo(line)
 
 
 # -- inference + export --------------------------------------------------------------------
@@ -109,9 +141,17 @@ def serve(model: str | None, log_file: str | None, log_level: str, tcp_port: int
               type=click.Choice(["auto", "onnx", "torch", "mlx"]),
               help="auto: onnx (ONNX Runtime, 4-bit kernels) on CPU, torch on a GPU; "
                    "mlx: the MLX twin of the model (needs the mlx extra).")
+@click.option("--sources", type=click.Choice(SOURCES), default="both", show_default=True,
+              help="both: the model mixed with the repository index; model: the model alone; "
+                   "index: the index alone (docs/index.md).")
+@click.option("--workspace", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Folder the index reads [default: FILE's module root].")
+@click.option("--min-confidence", type=click.FloatRange(0.0, 1.0), default=0.0,
+              show_default=True, help="Report a less confident completion as withheld.")
 def complete(location: str, model: str | None, multiline: bool, as_json: bool,
              max_tokens: int | None, time_budget_ms: float, no_refine: bool, stages: str,
-             temperature: float, top_p: float, device: str, backend: str) -> None:
+             temperature: float, top_p: float, device: str, backend: str, sources: str,
+             workspace: str | None, min_confidence: float) -> None:
     """Complete Go code at FILE:LINE:COL (1-based): plan, completion, validation, timings."""
     import json
 
@@ -124,7 +164,8 @@ def complete(location: str, model: str | None, multiline: bool, as_json: bool,
                             time_budget_ms=time_budget_ms, refine=not no_refine,
                             stages=tuple(s.strip() for s in stages.split(",") if s.strip()),
                             device=device, temperature=temperature, top_p=top_p,
-                            backend=backend)
+                            backend=backend, sources=sources, min_confidence=min_confidence,
+                            workspace=Path(workspace) if workspace else None)
     except (ModelFileError, InferenceError) as e:
         raise click.ClickException(str(e)) from None
     if as_json:

@@ -5,6 +5,8 @@ also breaks on form feeds and U+2028) and rewrites the whole text line by line o
 keystroke. This store applies each change as one slice through ``positions.LineIndex``,
 the single place where LSP positions become ``str`` offsets, so a document with CRLF line
 endings, astral characters or out-of-range edit ranges stays exactly what the client has.
+The line index is updated with each edit (``LineIndex.replace``), not rebuilt, so typing
+in a multi-megabyte document stays cheap on the event loop.
 """
 
 from __future__ import annotations
@@ -92,18 +94,23 @@ class DocumentStore:
             doc = self._docs.get(uri)
             if doc is None:
                 return None
+            idx: LineIndex | None = doc._index if doc._index is not None and \
+                doc._index.text is doc.text else None
             text = doc.text
             for rng, new in changes:
                 if rng is None:
-                    text = new
+                    text, idx = new, None
                     continue
-                idx = LineIndex(text) if text is not doc.text else doc.index
+                if idx is None:
+                    idx = LineIndex(text)
                 a = idx.offset(rng[0], rng[1], encoding)
                 b = idx.offset(rng[2], rng[3], encoding)
                 if b < a:
                     a, b = b, a
-                text = text[:a] + new + text[b:]
+                idx = idx.replace(a, b, new)  # only the touched lines are rescanned
+                text = idx.text
             doc.text = text
+            doc._index = idx
             doc.version = version
             return doc
 

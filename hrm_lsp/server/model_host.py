@@ -8,6 +8,7 @@ keep working.
 
 from __future__ import annotations
 
+import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,26 @@ def resolve_model_path(setting: str) -> Path:
         return default_model_path()
     path = Path(setting).expanduser()
     return path / "model.gguf" if path.is_dir() and (path / "model.gguf").is_file() else path
+
+
+def model_path_problem(path: Path) -> str | None:
+    """Why ``path`` cannot hold a model (None for a regular file or a directory).
+
+    Checked with ``stat`` before anything opens it: opening a FIFO would block the load
+    forever, and "does not exist" would be wrong for a device or a socket.
+    """
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return f"model file {path} does not exist"
+    except OSError as e:
+        return f"model path {path} cannot be read ({e.strerror or e})"
+    if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
+        return None
+    kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(st.st_mode) else
+            "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else
+            "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+    return f"model path {path} is {kind}, not a model file"
 
 
 class ModelHost:
@@ -74,17 +95,19 @@ class ModelHost:
         it tells the user, so a client never sees the state change before the message.
         """
         try:
-            if not path.exists():
-                raise FileNotFoundError(
-                    f"model file {path} does not exist; set hrmLsp.modelPath to a .gguf file "
-                    "made by `hrm-lsp export` or to a training run directory"
-                )
+            problem = model_path_problem(path)
+            if problem is not None:
+                raise FileNotFoundError(f"{problem}; set hrmLsp.modelPath to a .gguf file "
+                                        "made by `hrm-lsp export` or to a training run directory")
             from hrm_lsp.inference import Engine
 
             engine = Engine.load(path, device=device)
             return engine, ModelStatus("ready", str(path), f"model {path.name} loaded")
         except Exception as e:  # boundary: any failure becomes a message, not a crash
-            log.warning("model load failed: %s", e, exc_info=not isinstance(e, FileNotFoundError))
+            from hrm_lsp.export.errors import ModelFileError
+
+            expected = isinstance(e, (FileNotFoundError, ModelFileError))  # said in the message
+            log.warning("model load failed: %s", e, exc_info=not expected)
             return None, ModelStatus("failed", str(path), f"could not load model {path}: {e}")
 
     def commit(self, ticket: int, engine: Any, status: ModelStatus) -> bool:

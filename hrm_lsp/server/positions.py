@@ -16,8 +16,10 @@ Validator diagnostics (1-based line, column in code points) convert here too.
 from __future__ import annotations
 
 import bisect
+import operator
 import re
 from dataclasses import dataclass
+from itertools import accumulate
 
 UTF8 = "utf-8"
 UTF16 = "utf-16"
@@ -82,16 +84,47 @@ class LineIndex:
 
     __slots__ = ("text", "starts", "ends")
 
-    def __init__(self, text: str):
+    def __init__(self, text: str, _lines: tuple[list[int], list[int]] | None = None):
         self.text = text
-        starts = [0]
-        ends = []
-        for m in _EOL.finditer(text):
-            ends.append(m.start())
-            starts.append(m.end())
-        ends.append(len(text))
+        if _lines is not None:
+            starts, ends = _lines
+        elif "\r" not in text:  # the common case, at C speed (20 MB: ~0.1 s, not ~0.5 s)
+            lengths = list(map(len, text.split("\n")))
+            starts = list(accumulate(map((1).__add__, lengths[:-1]), initial=0))
+            ends = list(map(operator.add, starts, lengths))
+        else:
+            starts, ends = _scan(text, 0, len(text))
+            ends.append(len(text))
         self.starts: list[int] = starts
         self.ends: list[int] = ends  # end of each line's content, before its terminator
+
+    def replace(self, start: int, end: int, new: str) -> LineIndex:
+        """The index of ``text[:start] + new + text[end:]``, rescanning only the lines the
+        edit touches (and one on each side, where a CR and an LF may join or part); the
+        lines after it are shifted. A keystroke in a 5 MB document costs a few ms, not a
+        whole rebuild."""
+        text, starts, ends = self.text, self.starts, self.ends
+        start, end = max(0, min(start, len(text))), max(0, min(end, len(text)))
+        if end < start:
+            start, end = end, start
+        new_text = text[:start] + new + text[end:]
+        delta = len(new) - (end - start)
+        n = len(starts)
+        i0 = max(bisect.bisect_right(starts, start) - 2, 0)
+        i1 = min(bisect.bisect_right(starts, end), n - 1)  # one line past the edit's last
+        s = starts[i0]
+        if i1 + 1 < n:  # the region ends where line i1 + 1 starts (after a terminator)
+            e = starts[i1 + 1] + delta
+            mid_starts, mid_ends = _scan(new_text, s, e)
+            mid_starts.pop()  # == e: the shifted start of line i1 + 1
+            tail_starts = [x + delta for x in starts[i1 + 1:]]
+            tail_ends = [x + delta for x in ends[i1 + 1:]]
+        else:  # the region runs to the end of the text
+            mid_starts, mid_ends = _scan(new_text, s, len(new_text))
+            mid_ends.append(len(new_text))
+            tail_starts, tail_ends = [], []
+        return LineIndex(new_text, (starts[:i0] + mid_starts + tail_starts,
+                                    ends[:i0] + mid_ends + tail_ends))
 
     @property
     def line_count(self) -> int:
@@ -126,6 +159,15 @@ class LineIndex:
         line = max(0, min(line1 - 1, len(self.starts) - 1))
         start, end = self.starts[line], self.ends[line]
         return min(start + max(0, column1 - 1), end)
+
+
+def _scan(text: str, start: int, end: int) -> tuple[list[int], list[int]]:
+    """Line starts (from ``start``) and content ends of ``text[start:end]``'s terminators."""
+    starts, ends = [start], []
+    for m in _EOL.finditer(text, start, end):
+        ends.append(m.start())
+        starts.append(m.end())
+    return starts, ends
 
 
 def offset_at(text: str, line: int, character: int, encoding: str = UTF16) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from hrm_lsp.validators.workspace import PackageContext
 
-_IMPORT_BLOCK = re.compile(r"^import\s*\((.*?)^\)", re.M | re.S)
+_BLOCK_START = re.compile(r"import\s*\(")
 _IMPORT_LINE = re.compile(r'^import\s+(?:[\w.]+\s+)?"([^"]+)"', re.M)
 _QUOTED = re.compile(r'"([^"]+)"')
 _FIRST_DECL = re.compile(r"^(?:func|type|var|const)\b", re.M)
@@ -31,8 +31,20 @@ def imported_paths(text: str) -> list[str]:
     m = _FIRST_DECL.search(text)
     head = text[: m.start()] if m else text
     found = [m.group(1) for m in _IMPORT_LINE.finditer(head)]
-    for block in _IMPORT_BLOCK.finditer(head):
-        found.extend(_QUOTED.findall(block.group(1)))
+    # Blocks line by line (linear; a lazy multi-line regex was quadratic in the number of
+    # unclosed ``import (`` lines): quoted paths after "(" up to a line starting with ")".
+    in_block = False
+    for line in head.split("\n"):
+        if in_block:
+            if line.startswith(")"):
+                in_block = False
+            else:
+                found.extend(_QUOTED.findall(line))
+        elif line.startswith("import"):
+            m = _BLOCK_START.match(line)
+            if m:
+                in_block = True
+                found.extend(_QUOTED.findall(line, m.end()))
     return found
 
 

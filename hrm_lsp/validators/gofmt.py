@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 
 from hrm_lsp.validators.go import GoToolchain, run_go
-from hrm_lsp.validators.types import Diagnostic, SourceText, encode_source
+from hrm_lsp.validators.types import MAX_OUTPUT_LINE, Diagnostic, SourceText, encode_source
 
 _ERR = re.compile(r"^<standard input>:(\d+):(\d+): (.*)$")
 
@@ -40,7 +40,7 @@ def run_gofmt(text: str, toolchain: GoToolchain, timeout: float = 10.0) -> Gofmt
     if run.returncode != 0:
         diags = []
         for line in run.stderr.splitlines():
-            m = _ERR.match(line.strip())
+            m = _ERR.match(line[:MAX_OUTPUT_LINE].strip())
             if m:
                 diags.append(src.diagnostic(int(m.group(1)), int(m.group(2)), m.group(3), "gofmt"))
         if not diags:

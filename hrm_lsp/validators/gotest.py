@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from hrm_lsp.validators import treesitter
 from hrm_lsp.validators.go import GoToolchain, run_go
-from hrm_lsp.validators.types import Diagnostic, SourceText
+from hrm_lsp.validators.types import MAX_OUTPUT_LINE, Diagnostic, SourceText
 from hrm_lsp.validators.vet import _Mapper, classify_unavailable
 from hrm_lsp.validators.workspace import PackageContext, package_clause_line, prepared
 
@@ -112,7 +112,7 @@ def run_tests(
         diags: list[Diagnostic] = []
         # Compile errors (build-output events, or stderr for older Go).
         for line in [*("".join(build_lines)).splitlines(), *run.stderr.splitlines()]:
-            m = _BUILD_POS.match(line.strip())
+            m = _BUILD_POS.match(line[:MAX_OUTPUT_LINE].strip())
             if m:
                 diags.append(mapper.make(m["file"], int(m["line"]), int(m["col"] or 0), m["msg"], "error",
                                          stage="test"))
@@ -125,7 +125,7 @@ def run_tests(
             detail = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith(("=== ", "--- "))]
             line_no = anchor
             for ln in lines:  # a failure reported from the user's own (test) file points there
-                m = _LOC.match(ln)
+                m = _LOC.match(ln[:MAX_OUTPUT_LINE])
                 if m and mapper.is_user(mapper.resolve(m["file"])):
                     line_no = int(m["line"])
                     break

@@ -13,6 +13,10 @@ from pathlib import Path
 from typing import Literal
 
 Stage = Literal["syntax", "gofmt", "vet", "test"]
+# Tool output (gofmt, go vet, go test) is parsed line by line, each line judged on its first
+# MAX_OUTPUT_LINE characters, so one huge line (a 2 MB identifier echoed in a message) costs
+# linear time and bounded memory.
+MAX_OUTPUT_LINE = 4096
 STAGES: tuple[str, ...] = ("syntax", "gofmt", "vet", "test")
 Severity = Literal["error", "warning", "info"]
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hrm_lsp.validators.go import GoToolchain, run_go
-from hrm_lsp.validators.types import Diagnostic, SourceText
+from hrm_lsp.validators.types import MAX_OUTPUT_LINE, Diagnostic, SourceText
 from hrm_lsp.validators.workspace import (
     PackageContext,
     Workspace,
@@ -33,10 +33,13 @@ _MISSING = [
     re.compile(r"cannot find module providing package (?P<pkg>\S+)"),
     re.compile(r"no required module provides package (?P<pkg>\S+?);?(?:\s|$)"),
     re.compile(r"missing go\.sum entry for module providing package (?P<pkg>\S+)"),
-    re.compile(r"(?P<pkg>\S+@\S+?):? .*(?:module lookup disabled|GOPROXY=off|missing go\.sum entry)"),
     re.compile(r"missing go\.sum entry"),
     re.compile(r"module lookup disabled by GOPROXY=off"),
 ]
+# "example.com/m@v1.2.3: module lookup disabled by GOPROXY=off": the module is the first
+# token with an "@" before the hint (found by splitting, not by a regex with two unbounded
+# quantifiers: that one was quadratic, hours on one 2 MB line of output).
+_OFFLINE_HINTS = ("module lookup disabled", "GOPROXY=off", "missing go.sum entry")
 _ENV_PROBLEMS = [
     (re.compile(r"requires go >= ?(\S+)|go\.mod requires go >= (\S+)|maximum version supported"),
      "the module needs a newer Go than {go}; install it or point HRM_LSP_GO at it"),
@@ -55,9 +58,8 @@ def _json_objects(text: str):
     dec = json.JSONDecoder()
     i, n = 0, len(text)
     while i < n:
-        while i < n and text[i] not in "{":
-            i += 1
-        if i >= n:
+        i = text.find("{", i)
+        if i < 0:
             return
         try:
             obj, j = dec.raw_decode(text, i)
@@ -119,17 +121,45 @@ def _posn(s: str) -> tuple[str, int, int] | None:
     return m.group(1), int(m.group(2)), int(m.group(3) or 0)
 
 
+def _versioned_module(line: str) -> str | None:
+    """``path@version`` from a line that says the module cannot be fetched offline."""
+    at = min((i for i in (line.find(h) for h in _OFFLINE_HINTS) if i >= 0), default=-1)
+    if at < 0:
+        return None
+    head = line[:at]
+    tokens = head.split()
+    for k, tok in enumerate(tokens):
+        # A token followed by whitespace (the hint, or more words, comes after it).
+        if "@" in tok[1:-1] and (k + 1 < len(tokens) or head[-1:].isspace()):
+            return tok
+    return None
+
+
+def _offline_package(line: str) -> tuple[bool, str]:
+    """(whether ``line`` says a module is not available offline, the package or "")."""
+    for rx in _MISSING[:3]:
+        m = rx.search(line)
+        if m:
+            return True, m["pkg"]
+    versioned = _versioned_module(line)
+    if versioned is not None:
+        return True, versioned
+    return any(rx.search(line) for rx in _MISSING[3:]), ""
+
+
 def classify_unavailable(output: str, ctx: PackageContext, toolchain: GoToolchain) -> str | None:
-    """A reason when Go's output says a dependency or the environment, not the code, failed."""
+    """A reason when Go's output says a dependency or the environment, not the code, failed.
+
+    Linear in the output: each line is judged on its first ``MAX_OUTPUT_LINE`` characters.
+    """
     for line in output.splitlines():
-        for rx in _MISSING:
-            m = rx.search(line)
-            if not m:
-                continue
-            pkg = (m.groupdict().get("pkg") or "").rstrip(";:,")
-            # A missing package *inside the user's own module* is a code error, not offline.
-            if pkg and ctx.module_path and (pkg == ctx.module_path or pkg.startswith(ctx.module_path + "/")):
-                break
+        line = line[:MAX_OUTPUT_LINE]
+        offline, pkg = _offline_package(line)
+        pkg = pkg.rstrip(";:,")
+        # A missing package *inside the user's own module* is a code error, not offline.
+        own = bool(pkg and ctx.module_path and (pkg == ctx.module_path or
+                                                pkg.startswith(ctx.module_path + "/")))
+        if offline and not own:
             what = f"{pkg} is" if pkg else "a required module is"
             return (f"{what} not available offline (Go runs with GOPROXY=off): {line.strip()}; "
                     "fetch it once with network access (`go mod download` in the module) "
@@ -168,7 +198,7 @@ def parse_vet_output(stdout: str, stderr: str, mapper: _Mapper) -> list[Diagnost
                     add(mapper.make(pos[0], pos[1], pos[2], f"{f.get('message', '')} ({analyzer})",
                                     "warning", (end[1], end[2]) if same_file else None))
     for line in stderr.splitlines():
-        m = _POS.match(line.strip())
+        m = _POS.match(line[:MAX_OUTPUT_LINE].strip())
         if m:
             add(mapper.make(m["file"], int(m["line"]), int(m["col"] or 0), m["msg"], "error"))
     diags.sort(key=lambda d: (d.line, d.column))

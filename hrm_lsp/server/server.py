@@ -261,7 +261,12 @@ class HrmLanguageServer(LanguageServer):
         self.inflight = InFlight(_new_token)
         # One worker: the model is one set of weights on two cores; requests queue and
         # superseded ones fall through quickly because their token is already cancelled.
-        self.generation_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hrm-gen")
+        # Go discovery (`go env`, which can hang) never runs on it: validation there uses
+        # the cached toolchain, or skips gofmt/vet while discovery runs in the background.
+        from hrm_lsp.validators.go import never_wait_for_discovery
+
+        self.generation_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hrm-gen",
+                                                  initializer=never_wait_for_discovery)
         self.cli_model_path = model_path
         self._init_options: Any = None
         self._said: set[str] = set()
@@ -378,21 +383,46 @@ class HrmLanguageServer(LanguageServer):
             self.cache.clear()
         self.settings = settings
         _use_go(settings.go_path, self._go_env_at_start)
+        from hrm_lsp.validators.go import start_discovery
+
+        start_discovery()  # in the background, for the validators' own lookup (HRM_LSP_GO)
         return settings
 
     async def fetch_configuration(self) -> None:
         """Pull the ``hrmLsp`` section with ``workspace/configuration`` when supported."""
         if not self._client_cap("workspace.configuration"):
             return
-        try:
-            result = await self.workspace_configuration_async(
-                types.ConfigurationParams(items=[types.ConfigurationItem(section=SECTION)]))
-        except Exception as e:  # the client may not answer; keep what we have
-            log.warning("workspace/configuration failed: %s", e)
+        answer = asyncio.ensure_future(self.workspace_configuration_async(
+            types.ConfigurationParams(items=[types.ConfigurationItem(section=SECTION)])))
+        # A client that never answers must not keep the model from loading: after a while
+        # go on with what we have; an answer that comes later still applies.
+        done, _ = await asyncio.wait({answer}, timeout=CONFIG_TIMEOUT_S)
+        if not done:
+            log.warning("the client did not answer workspace/configuration within %g s; "
+                        "going on with initializationOptions and defaults (a later answer "
+                        "still applies)", CONFIG_TIMEOUT_S)
+            answer.add_done_callback(self._late_configuration)
             return
+        self._adopt_configuration(answer)
+
+    def _adopt_configuration(self, answer: asyncio.Future) -> bool:
+        """Apply a ``workspace/configuration`` answer; False when there was none."""
+        if answer.cancelled():
+            return False
+        error = answer.exception()
+        if error is not None:  # the client may answer with an error; keep what we have
+            log.warning("workspace/configuration failed: %s", error)
+            return False
+        result = answer.result()
         if result and result[0] is not None:
             base, _ = parse_settings(self._init_options, self.defaults)
             self.apply_settings(result[0], base)
+        return True
+
+    def _late_configuration(self, answer: asyncio.Future) -> None:
+        if self._adopt_configuration(answer):
+            log.info("late workspace/configuration answer applied")
+            asyncio.ensure_future(self.ensure_model())
 
     async def ensure_model(self) -> None:
         """(Re)load the model if its path or device changed; progress while it loads."""
@@ -874,8 +904,11 @@ def create_server(model_path: str | None = None, sources: str | None = None) -> 
                           ) -> types.WorkspaceEdit | None:
         parsed = _position_args(args)
         if parsed is None:
+            # Logged every time, shown once per command: a client looping on a bad call
+            # must not bury the user in identical popups.
+            log.warning("%s called with arguments it cannot use: %.200r", command, args)
             ls.say(f"hrm-lsp: {command} expects [{{uri, line, character}}]",
-                   types.MessageType.Warning)
+                   types.MessageType.Warning, once_key=f"bad-arguments:{command}")
             return None
         edit = await ls.compute_action_edit(command, *parsed)
         if edit is not None and ls._client_cap("workspace.apply_edit"):

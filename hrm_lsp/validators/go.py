@@ -30,6 +30,7 @@ from hrm_lsp.log import get_logger
 log = get_logger(__name__)
 
 MIN_VERSION = (1, 21)
+PROBE_TIMEOUT_S = 10.0  # `go env` that has not answered by then is not a working Go
 ENV_VAR = "HRM_LSP_GO"
 _INSTALL_HINT = (
     "install Go 1.21+ (https://go.dev/dl) and put it on PATH, set HRM_LSP_GO=/path/to/go, "
@@ -39,6 +40,10 @@ _INSTALL_HINT = (
 
 class GoNotFoundError(RuntimeError):
     """No usable Go toolchain; the message lists what was tried and how to fix it."""
+
+
+class GoDiscoveryPending(GoNotFoundError):
+    """Discovery runs in the background and this thread does not wait for it."""
 
 
 class GoTimeoutError(RuntimeError):
@@ -115,7 +120,8 @@ def _probe(go: Path, source: str) -> GoToolchain:
     try:
         proc = subprocess.run(
             [str(go), "env", "-json", "GOVERSION", "GOROOT"],
-            capture_output=True, text=True, timeout=30, env=env, stdin=subprocess.DEVNULL,
+            capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, env=env,
+            stdin=subprocess.DEVNULL,
         )
         info = json.loads(proc.stdout) if proc.returncode == 0 else {}
     except (OSError, subprocess.TimeoutExpired, json.JSONDecodeError) as e:
@@ -169,13 +175,75 @@ def find_go(
                 return hit[0]
         except OSError:
             pass
-    tc = _discover(explicit, search_path=search_path, wheel=wheel)
-    with _probe_lock:
-        _found[key] = (tc, tc.go.stat().st_mtime_ns)
-    return tc
+    if getattr(_local, "no_wait", False):
+        return _find_without_waiting(key, explicit, search_path, wheel)
+    return _discover_and_remember(key, explicit, search_path, wheel)
 
 
 _found: dict[tuple, tuple[GoToolchain, int]] = {}
+_failed: dict[tuple, str] = {}  # the last discovery failure per key (for non-waiting threads)
+_running: dict[tuple, threading.Thread] = {}
+_local = threading.local()
+
+
+def never_wait_for_discovery() -> None:
+    """From now on, ``find_go`` in the calling thread never waits for ``go env``.
+
+    The language server's generation thread calls this: a ``go`` that hangs must not hold
+    up completions. Such a thread gets a cached toolchain, or the last failure, or
+    ``GoDiscoveryPending`` at once while discovery runs in a background thread (so
+    gofmt/vet are skipped for that request and say why).
+    """
+    _local.no_wait = True
+
+
+def start_discovery(explicit: str | os.PathLike | None = None) -> None:
+    """Begin discovery in a background thread unless its result is known or it is already
+    running; never waits, never raises."""
+    before = getattr(_local, "no_wait", False)
+    _local.no_wait = True
+    try:
+        find_go(explicit)
+    except GoNotFoundError:
+        pass
+    finally:
+        _local.no_wait = before
+
+
+def _discover_and_remember(key: tuple, explicit, search_path, wheel) -> GoToolchain:
+    try:
+        tc = _discover(explicit, search_path=search_path, wheel=wheel)
+    except GoNotFoundError as e:
+        with _probe_lock:
+            _failed[key] = str(e)
+        raise
+    with _probe_lock:
+        _found[key] = (tc, tc.go.stat().st_mtime_ns)
+        _failed.pop(key, None)
+    return tc
+
+
+def _find_without_waiting(key: tuple, explicit, search_path, wheel) -> GoToolchain:
+    with _probe_lock:
+        failure = _failed.get(key)
+        thread = _running.get(key)
+        if failure is None and (thread is None or not thread.is_alive()):
+            def run() -> None:
+                try:
+                    _discover_and_remember(key, explicit, search_path, wheel)
+                except Exception:  # remembered in _failed (GoNotFoundError) or logged
+                    log.debug("background Go discovery failed", exc_info=True)
+                finally:
+                    with _probe_lock:
+                        _running.pop(key, None)
+
+            thread = _running[key] = threading.Thread(target=run, name="hrm-go-discovery",
+                                                      daemon=True)
+            thread.start()
+    if failure is not None:
+        raise GoNotFoundError(failure)
+    raise GoDiscoveryPending("Go discovery is still running (`go env` has not answered "
+                             "yet); gofmt and go vet are skipped until it has")
 
 
 def _discover(explicit, *, search_path: str | None, wheel: bool) -> GoToolchain:

@@ -57,7 +57,7 @@ def _gitignore(dirpath: Path):
     try:
         import pathspec
 
-        return pathspec.PathSpec.from_lines("gitwildmatch", f.read_text(errors="replace").splitlines())
+        return pathspec.PathSpec.from_lines("gitignore", f.read_text(errors="replace").splitlines())
     except Exception:  # an unreadable or odd .gitignore ignores nothing
         return None
 

@@ -75,12 +75,13 @@ def withhold_reason(completion: str, text: str, offset: int, confidence: float |
     spliced = text[:offset] + completion + text[offset:]
     lo_line = text.count("\n", 0, offset) + 1
     hi_line = lo_line + completion.count("\n") + 1
-    before = {(d.line, d.message) for d in syntax_errors(text) if lo_line <= d.line <= lo_line + 1}
-    shift = completion.count("\n")
+
+    def near(d, lo: int, hi: int) -> bool:  # error ranges can span many lines
+        return d.line <= hi and (d.end_line or d.line) >= lo
+
+    # An error the document had at the cursor already is not this suggestion's fault.
+    before = {d.message for d in syntax_errors(text) if near(d, lo_line, lo_line + 1)}
     for d in syntax_errors(spliced):
-        if lo_line <= d.line <= hi_line:
-            # The same error the document had there already is not this suggestion's fault.
-            if (d.line, d.message) in before or (d.line - shift, d.message) in before:
-                continue
+        if near(d, lo_line, hi_line) and d.message not in before:
             return f"does not parse: line {d.line}: {d.message}"
     return None

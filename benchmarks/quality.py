@@ -161,29 +161,39 @@ def fresh_workspace(pristine: Path, ws: Path) -> None:
     shutil.copytree(pristine, ws, ignore=shutil.ignore_patterns(".git"), symlinks=True)
 
 
-def index_busy(status: dict) -> bool:
-    """Does ``hrm-lsp.status`` say an index is still being built?"""
+def index_state(status: dict) -> str | None:
+    """The index state ``hrm-lsp.status`` reports (``off``, ``building``, ``ready``), if any."""
     idx = status.get("index")
-    if not isinstance(idx, dict):
-        return False
-    state = str(idx.get("state", "")).lower()
-    return state in ("building", "loading", "indexing", "pending", "starting")
+    return str(idx.get("state", "")).lower() if isinstance(idx, dict) else None
 
 
-async def wait_ready(client, timeout: float = READY_TIMEOUT_S) -> dict:
-    """Model ready, no ``$/progress`` running and no index building: cases then see
-    everything the server will have for them (a request never waits for the index, but
-    a benchmark measures the settled state)."""
+INDEX_BUSY = ("building", "loading", "indexing", "pending", "starting")
+INDEX_START_TIMEOUT_S = 30.0
+
+
+async def wait_ready(client, need_index: bool, timeout: float = READY_TIMEOUT_S) -> dict:
+    """Model ready, no ``$/progress`` running and no index building (with ``need_index``,
+    an index that has not started yet counts as building): cases then see everything the
+    server will have for them. A request never waits for the index; the benchmark measures
+    the settled state."""
     st, _ = await wait_model(client)
     t0 = time.perf_counter()
-    while client.progress_active or index_busy(st):
-        if time.perf_counter() - t0 > timeout:
-            print(f"warning: server still busy after {timeout:.0f} s "
-                  f"({sorted(map(str, client.progress_active))}); measuring anyway", file=sys.stderr)
+    while True:
+        state = index_state(st)
+        waited = time.perf_counter() - t0
+        starting = need_index and state == "off" and waited < INDEX_START_TIMEOUT_S
+        if not (client.progress_active or state in INDEX_BUSY or starting):
+            break
+        if waited > timeout:
+            print(f"warning: server still busy after {timeout:.0f} s (index {state}, progress "
+                  f"{sorted(map(str, client.progress_active))}); measuring anyway", file=sys.stderr)
             break
         await asyncio.sleep(0.1)
         st = await client.workspace_execute_command_async(
             types.ExecuteCommandParams(command="hrm-lsp.status", arguments=[]))
+    if need_index and index_state(st) not in (None, "ready"):
+        print(f"warning: index state {index_state(st)!r} for {sorted(client.progress_active)}",
+              file=sys.stderr)
     return st
 
 
@@ -238,15 +248,16 @@ def source_settings(base: dict, source: str) -> dict:
 
 
 async def run_file(model: Path, ws: Path, rel: str, original: str, cases: list[Case],
-                   sources: list[str], base: dict, log_file: Path, progress) -> list[dict]:
+                   sources: list[str], base: dict, log_file: Path, progress,
+                   log_level: str = "ERROR") -> list[dict]:
     """One server for one holed file: every case under every source."""
     target = ws / rel
     target.unlink()  # the original is never readable by the server
     try:
         client = await start_client(model, source_settings(base, sources[0]), workspace=ws,
-                                    log_file=log_file, name="hrm-lsp-quality")
+                                    log_file=log_file, log_level=log_level, name="hrm-lsp-quality")
         try:
-            st = await wait_ready(client)
+            st = await wait_ready(client, sources[0] != "model")
             check_sources(st, sources)
             uri = target.resolve().as_uri()
             version = 1
@@ -258,7 +269,7 @@ async def run_file(model: Path, ws: Path, rel: str, original: str, cases: list[C
                 if i > 0:
                     client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
                         settings={"hrmLsp": source_settings(base, source)}))
-                    await wait_ready(client)
+                    await wait_ready(client, source != "model")
                 for case in cases:
                     holed = case.holed(original)
                     version += 1  # a new version per case and source: no cached answers
@@ -355,7 +366,7 @@ async def run_all(args, model: Path, repos: list[Path], cases: list[Case],
     with tqdm(total=len(cases) * len(sources), desc="cases", unit="case", file=sys.stderr) as bar:
         for (repo, rel), file_cases_ in sorted(by_file.items()):
             records += await run_file(model, ws_root / repo, rel, texts[(repo, rel)], file_cases_,
-                                      sources, base, log_file, bar)
+                                      sources, base, log_file, bar, args.server_log_level)
     return records
 
 
@@ -406,6 +417,10 @@ def main() -> None:
                     help="work directory (clones, workspaces, server log); default "
                     "~/.cache/hrm-lsp/bench/quality")
     ap.add_argument("--vet-timeout", type=float, default=60.0)
+    ap.add_argument("--server-log-level", default="ERROR",
+                    choices=["debug", "info", "warning", "error", "DEBUG", "INFO", "WARNING", "ERROR"],
+                    help="the servers' --log-level (log: WORK/server.log; debug says why a "
+                    "suggestion was withheld)")
     ap.add_argument("--json", type=Path, default=None, help="write summaries and every case here")
     args = ap.parse_args()
 
@@ -457,6 +472,7 @@ def main() -> None:
         "load_avg": [round(x, 1) for x in os.getloadavg()],
         "model": str(model),
         "model_bytes": model.stat().st_size,
+        "code": code_version(),
         "settings": base,
         "seed": args.seed,
         "repos": [repo_label(r) for r in repos],
@@ -476,6 +492,16 @@ def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1), encoding="utf-8")
         print(f"wrote {args.json}", file=sys.stderr)
+
+
+def code_version() -> dict:
+    """The commit the servers ran and whether hrm_lsp/ had uncommitted changes."""
+    def git(*a: str) -> str:
+        r = subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True)
+        return r.stdout.strip() if r.returncode == 0 else ""
+
+    return {"commit": git("rev-parse", "HEAD") or None,
+            "hrm_lsp_dirty": bool(git("status", "--porcelain", "--", "hrm_lsp"))}
 
 
 def _inside(p: Path, root: Path) -> bool:

@@ -94,7 +94,8 @@ def summary(values: list[float]) -> dict:
 
 
 async def start_client(model_path: Path, settings: dict, *, workspace: Path | None = None,
-                       log_file: Path | None = None, name: str = "hrm-lsp-bench") -> LanguageClient:
+                       log_file: Path | None = None, log_level: str = "ERROR",
+                       name: str = "hrm-lsp-bench") -> LanguageClient:
     """Start ``hrm-lsp serve`` over stdio and initialize it as an editor does.
 
     ``settings`` go in ``initializationOptions`` under ``hrmLsp``; ``workspace`` becomes the
@@ -121,7 +122,7 @@ async def start_client(model_path: Path, settings: dict, *, workspace: Path | No
         client.messages.append(params.message)  # type: ignore[attr-defined]
 
     client.messages = []  # type: ignore[attr-defined]
-    args = ["-m", "hrm_lsp.cli", "serve", "--model", str(model_path), "--log-level", "ERROR"]
+    args = ["-m", "hrm_lsp.cli", "serve", "--model", str(model_path), "--log-level", log_level]
     if log_file is not None:
         args += ["--log-file", str(log_file)]
     await client.start_io(sys.executable, *args)

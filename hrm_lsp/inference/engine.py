@@ -263,7 +263,7 @@ class Engine:
             return self._result(text, plan, None, 0, t0, timings, reason, None, notes)
         sources = "both" if mixer is not None else "model"
         if not req.refine:
-            validation = self._check(req, text, timings)
+            validation = self._check(req, text, timings, deadline, cancel)
             conf = self._confidence.get(text)
             text = formatted_middle(req.text, req.offset, text, validation) or text
             notes += self._skipped_notes(validation)
@@ -292,7 +292,7 @@ class Engine:
             return code, self._validate_probability(session), why
 
         outcome = refine_loop(
-            (text, prob, reason), regenerate, lambda code: self._check(req, code, timings),
+            (text, prob, reason), regenerate, lambda code: self._check(req, code, timings, deadline, cancel),
             max_iterations=req.max_refinement_iterations, threshold=req.refinement_threshold,
             deadline=deadline, cancelled=lambda: cancel.cancelled)
         best: Candidate = outcome.best
@@ -360,7 +360,7 @@ class Engine:
         timings.decode_tokens += len(out)
         if reason == "cancelled":
             return self._result(text, Plan(), None, 0, t0, timings, reason, None, notes, None, "index")
-        validation = self._check(req, text, timings)
+        validation = self._check(req, text, timings, deadline, cancel)
         final = formatted_middle(req.text, req.offset, text, validation) or text
         notes += self._skipped_notes(validation)
         conf = math.exp(sum(logp) / len(logp)) if logp else None
@@ -371,13 +371,17 @@ class Engine:
         skipped = dict(getattr(validation, "skipped", None) or {})
         return [f"{stage} skipped: {why}" for stage, why in skipped.items()]
 
-    def _check(self, req: CompletionRequest, code: str, timings: Timings):
+    def _check(self, req: CompletionRequest, code: str, timings: Timings,
+               deadline: float | None = None, cancel: Any = None):
         from hrm_lsp.validators import validate
 
         ta = time.monotonic()
         doc = splice(req.text, req.offset, code)
         path = Path(req.path) if req.path else None
-        result = validate(doc, path=path, stages=tuple(req.stages))
+        # The request's time budget bounds validation too (each Go process gets what is
+        # left; none starts after it), and cancellation kills a running gofmt/vet.
+        result = validate(doc, path=path, stages=tuple(req.stages), deadline=deadline,
+                          cancelled=(lambda: cancel.cancelled) if cancel is not None else None)
         timings.validate_ms += (time.monotonic() - ta) * 1000
         return result
 

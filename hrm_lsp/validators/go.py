@@ -21,6 +21,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,13 @@ class GoTimeoutError(RuntimeError):
     def __init__(self, message: str, pgid: int | None):
         super().__init__(message)
         self.pgid = pgid
+
+
+class GoCancelledError(GoTimeoutError):
+    """The caller cancelled while a Go process ran; its whole process group was killed."""
+
+    def __init__(self, message: str):
+        super().__init__(message, None)
 
 
 @dataclass(frozen=True)
@@ -346,11 +354,14 @@ def run_go(
     stdin: bytes | None = None,
     timeout: float = 10.0,
     binary: str = "go",
+    cancelled: Callable[[], bool] | None = None,
 ) -> GoRun:
     """Run ``go ARGS`` (or gofmt) with the sanitized env in its own process group.
 
     At most ``HRM_LSP_GO_JOBS`` (default min(4, CPUs)) run at once; waiting for a slot counts
-    against ``timeout``. On timeout the whole group is killed and GoTimeoutError raised.
+    against ``timeout``. On timeout the whole group is killed and GoTimeoutError raised; when
+    ``cancelled()`` turns true (polled every 50 ms) the group is killed and GoCancelledError
+    raised, so a cancelled request does not wait for a vet it no longer needs.
     """
     exe = toolchain.gofmt if binary == "gofmt" else toolchain.go
     start = time.perf_counter()
@@ -374,13 +385,17 @@ def run_go(
         )
         pgid = proc.pid if os.name == "posix" else None
         try:
-            out, err = proc.communicate(stdin, timeout=remaining)
+            out, err = _communicate(proc, stdin, remaining, cancelled)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             proc.communicate()
             raise GoTimeoutError(
                 f"{binary} {args[0] if args else ''} timed out after {timeout:g} s (killed)", pgid
             ) from None
+        except GoCancelledError:
+            _kill_group(proc)
+            proc.communicate()
+            raise
         except BaseException:
             _kill_group(proc)
             proc.communicate()
@@ -400,6 +415,26 @@ def run_go(
         err.decode("utf-8", errors="replace"),
         (time.perf_counter() - start) * 1000.0,
     )
+
+
+def _communicate(proc: subprocess.Popen, stdin: bytes | None, timeout: float,
+                 cancelled: Callable[[], bool] | None) -> tuple[bytes, bytes]:
+    """``proc.communicate`` within ``timeout``, checking ``cancelled`` every 50 ms."""
+    if cancelled is None:
+        return proc.communicate(stdin, timeout=timeout)
+    end = time.perf_counter() + timeout
+    data = stdin
+    while True:
+        left = end - time.perf_counter()
+        try:
+            # Retrying after TimeoutExpired loses no output (the input goes in the first call).
+            return proc.communicate(data, timeout=max(0.001, min(left, 0.05)))
+        except subprocess.TimeoutExpired:
+            data = None
+            if cancelled():
+                raise GoCancelledError("cancelled") from None
+            if time.perf_counter() >= end:
+                raise
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

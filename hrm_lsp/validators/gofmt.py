@@ -33,10 +33,13 @@ def _is_crlf(text: str) -> bool:
     return n > 0 and text.count("\r\n") == n
 
 
-def run_gofmt(text: str, toolchain: GoToolchain, timeout: float = 10.0) -> GofmtOutcome:
-    """Run gofmt on ``text``; raises GoTimeoutError when it runs past ``timeout``."""
+def run_gofmt(text: str, toolchain: GoToolchain, timeout: float = 10.0,
+              cancelled=None) -> GofmtOutcome:
+    """Run gofmt on ``text``; raises GoTimeoutError when it runs past ``timeout`` (and
+    GoCancelledError, a subclass, when ``cancelled()`` turns true)."""
     src = SourceText(text)
-    run = run_go(toolchain, ["-e"], stdin=encode_source(text), timeout=timeout, binary="gofmt")
+    run = run_go(toolchain, ["-e"], stdin=encode_source(text), timeout=timeout, binary="gofmt",
+                 cancelled=cancelled)
     if run.returncode != 0:
         diags = []
         for line in run.stderr.splitlines():

@@ -83,6 +83,7 @@ def run_tests(
     *,
     focus: int | None = None,
     timeout: float = 10.0,
+    cancelled=None,
 ) -> TestOutcome:
     """Run the package's tests (those mentioning the function at str offset ``focus`` when
     any do). Failing tests become ``test`` diagnostics at that function (else the package line)."""
@@ -96,7 +97,8 @@ def run_tests(
     src = SourceText(text)
     anchor = fn.start_line if fn is not None else package_clause_line(text)
     with prepared(text, ctx, toolchain) as ws:
-        run = run_go(toolchain, [*args, *ws.flags, "."], cwd=ws.cwd, timeout=timeout)
+        run = run_go(toolchain, [*args, *ws.flags, "."], cwd=ws.cwd, timeout=timeout,
+                     cancelled=cancelled)
         mapper = _Mapper(text, ctx, ws)
         outputs: dict[str, list[str]] = {}
         failed: list[str] = []

@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from hrm_lsp.log import get_logger
 from hrm_lsp.validators import cache as vcache
-from hrm_lsp.validators.go import GoNotFoundError, GoTimeoutError, GoToolchain, find_go
+from hrm_lsp.validators.go import (
+    GoCancelledError,
+    GoNotFoundError,
+    GoTimeoutError,
+    GoToolchain,
+    find_go,
+)
 from hrm_lsp.validators.gofmt import run_gofmt
 from hrm_lsp.validators.gotest import run_tests
 from hrm_lsp.validators.treesitter import syntax_errors
@@ -50,14 +57,20 @@ def validate(
     go: GoToolchain | str | os.PathLike | None = None,
     focus: int | None = None,
     use_cache: bool = True,
+    deadline: float | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> ValidationResult:
     """Validate Go source ``text`` as the file at ``path`` (see docs/architecture.md).
 
     ``stages`` is any of syntax/gofmt/vet/test (test is opt-in: it runs code); ``timeout`` is
     per Go process, in seconds; ``go`` is a toolchain or an explicit go path (default:
     discovery); ``focus`` is a str offset inside the edited function, used by the test stage
-    to pick tests with ``-run``. Raises InvalidSourceError for text that is not UTF-8 and
-    ValueError for unknown stages; everything else is reported in the result.
+    to pick tests with ``-run``. ``deadline`` (a ``time.monotonic()`` value) bounds the Go
+    stages: each Go process gets at most the time left, and a stage is not started once it
+    has passed ("skipped: time budget spent"); ``cancelled()`` turning true kills a running
+    Go process and skips the rest. Results cut short either way are not cached. Raises
+    InvalidSourceError for text that is not UTF-8 and ValueError for unknown stages;
+    everything else is reported in the result.
     """
     t0 = time.perf_counter()
     if isinstance(text, (bytes, bytearray)):
@@ -96,6 +109,7 @@ def validate(
     unavailable: str | None = None
     reached = wanted[0]
     blocked: str | None = None  # why later stages do not run
+    cut_short = False  # a stage skipped for time or cancellation: not a result to cache
 
     for stage in wanted:
         if blocked:
@@ -104,6 +118,19 @@ def validate(
         if stage in GO_STAGES and toolchain is None:
             skipped[stage] = go_problem or "Go not found"
             continue
+        stage_timeout = timeout
+        if stage in GO_STAGES:
+            if cancelled is not None and cancelled():
+                skipped[stage] = blocked = "skipped: cancelled"
+                cut_short = True
+                continue
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    skipped[stage] = blocked = "skipped: time budget spent"
+                    cut_short = True
+                    continue
+                stage_timeout = min(timeout, left)
         reached = stage
         s0 = time.perf_counter()
         try:
@@ -113,13 +140,13 @@ def validate(
                 if found:
                     blocked = "skipped: syntax errors"
             elif stage == "gofmt":
-                out = run_gofmt(text, toolchain, timeout)
+                out = run_gofmt(text, toolchain, stage_timeout, cancelled)
                 diags += out.diagnostics
                 formatted, changed = out.formatted, out.changed
                 if _failing(out.diagnostics):
                     blocked = "skipped: gofmt could not parse the file"
             elif stage == "vet":
-                out = run_vet(text, ctx, toolchain, timeout)
+                out = run_vet(text, ctx, toolchain, stage_timeout, cancelled)
                 diags += out.diagnostics
                 if out.unavailable:
                     unavailable = out.unavailable
@@ -127,12 +154,19 @@ def validate(
                 elif _failing(out.diagnostics):
                     blocked = "skipped: go vet found problems"
             elif stage == "test":
-                out = run_tests(text, ctx, toolchain, focus=focus, timeout=timeout)
+                out = run_tests(text, ctx, toolchain, focus=focus, timeout=stage_timeout,
+                                cancelled=cancelled)
                 diags += out.diagnostics
                 if out.unavailable:
                     unavailable = out.unavailable
+        except GoCancelledError:
+            unavailable = f"{stage}: cancelled"
+            blocked = "skipped: cancelled"
         except GoTimeoutError as e:
-            unavailable = f"{stage}: {e}"
+            if stage_timeout < timeout:
+                unavailable = f"{stage}: stopped at the request's time budget ({e})"
+            else:
+                unavailable = f"{stage}: {e}"
             blocked = f"skipped: {stage} timed out"
         timings[stage] = (time.perf_counter() - s0) * 1000.0
 
@@ -148,7 +182,7 @@ def validate(
         timings_ms=timings,
         go_version=toolchain.version if toolchain else None,
     )
-    if key is not None and unavailable is None:
+    if key is not None and unavailable is None and not cut_short:
         RESULTS.put(key, result)
     return result
 

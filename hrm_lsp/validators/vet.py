@@ -205,10 +205,12 @@ def parse_vet_output(stdout: str, stderr: str, mapper: _Mapper) -> list[Diagnost
     return diags
 
 
-def run_vet(text: str, ctx: PackageContext, toolchain: GoToolchain, timeout: float = 10.0) -> VetOutcome:
+def run_vet(text: str, ctx: PackageContext, toolchain: GoToolchain, timeout: float = 10.0,
+            cancelled=None) -> VetOutcome:
     """Vet the package containing ``ctx.file`` with ``text`` in place of that file."""
     with prepared(text, ctx, toolchain) as ws:
-        run = run_go(toolchain, ["vet", "-json", *ws.flags, "."], cwd=ws.cwd, timeout=timeout)
+        run = run_go(toolchain, ["vet", "-json", *ws.flags, "."], cwd=ws.cwd, timeout=timeout,
+                     cancelled=cancelled)
         mapper = _Mapper(text, ctx, ws)
         diags = parse_vet_output(run.stdout, run.stderr, mapper)
         # Type errors print only when vet fails; an unusable environment prints no positions

@@ -256,7 +256,8 @@ class Dataset:
         sp = self.split(split)
         if sp.tokens == 0:
             raise DatasetError(f"split {split!r} of {self.root} is empty (see manifest.json; "
-                               "with few sources, use --split-by package or more data)")
+                               "--split-by auto holds out packages, files or documents of a single repository; "
+                               "or add more code)")
         if epochs == -1:
             epochs = None if split == "train" else 1
         key = (split, int(seed), float(fim_rate), float(fim_spm_rate))

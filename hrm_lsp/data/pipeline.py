@@ -316,41 +316,74 @@ def assign_by_size(size: dict[str, int], val: float, test: float,
     return out
 
 
-def choose_holdout(docs: list[tuple[str, str, int]], val: float, test: float) -> dict:
-    """How the user's code is held out; ``docs`` are (repo, path, bytes) in collection order.
+def choose_holdout(docs: list[tuple], val: float, test: float) -> dict:
+    """How the user's code is held out; ``docs`` are (repo, path, bytes[, code_lines]) in
+    collection order.
 
     In order: packages split by hash as for large corpora (``assign_splits``); whole packages
     picked by ``assign_by_size`` (a repository of several packages); files (one package);
-    documents (one file). The first that leaves train, val and test non-empty with at most
-    MAX_HELDOUT_SHARE of the bytes held out is used. Deterministic. Returns {"by", "reason",
-    "share", "units", "val", "test", "assignment"}.
+    documents (one file). Train documents that copy held-out code (``copies_held_out``: the
+    code moved in the history) are dropped, so they count as lost. The first plan that leaves
+    train, val and test non-empty with at most MAX_HELDOUT_SHARE of the remaining bytes held
+    out is used; else the one holding out the least. Deterministic. Returns {"by", "reason",
+    "share", "units", "val", "test", "dropped", "assignment", "held_lines"}.
     """
-    total = max(1, sum(b for _, _, b in docs))
+    docs = [d if len(d) == 4 else (*d, frozenset()) for d in docs]
     plans = [("package", assign_splits), *((by, assign_by_size) for by in HOLDOUT_LEVELS)]
     tried = []
     for by, assign in plans:
         ordinals: Counter = Counter()
         size: Counter = Counter()
-        for repo, path, b in docs:
-            size[holdout_unit(by, repo, path, ordinals)] += b
+        units = [holdout_unit(by, repo, path, ordinals) for repo, path, _, _ in docs]
+        for u, (_, _, b, _) in zip(units, docs, strict=True):
+            size[u] += b
         split_of = assign(size, val, test)
         held = {s: sorted(u for u, x in split_of.items() if x == s) for s in ("val", "test")}
-        share = sum(size[u] for s in held.values() for u in s) / total
-        ok = all(held.values()) and "train" in split_of.values()
-        tried.append((by, ok, share, held, split_of, len(size)))
+        lines: set[int] = set()
+        for u, d in zip(units, docs, strict=True):
+            if split_of[u] != "train":
+                lines |= d[3]
+        held_b = sum(d[2] for u, d in zip(units, docs, strict=True) if split_of[u] != "train")
+        kept = [d[2] for u, d in zip(units, docs, strict=True)
+                if split_of[u] == "train" and not copies_held_out(d[3], lines)]
+        share = held_b / max(1, held_b + sum(kept))
+        ok = all(held.values()) and bool(kept)
+        tried.append({"by": by, "ok": ok, "share": share, "held": held, "split_of": split_of,
+                      "units": len(size), "lines": frozenset(lines),
+                      "dropped": sum(1 for u in units if split_of[u] == "train") - len(kept)})
         if ok and share <= MAX_HELDOUT_SHARE:
             break
-    by, ok, share, held, split_of, n = tried[-1]
-    if not ok:
-        by, ok, share, held, split_of, n = tried[1]  # documents stay together by package
-        reason = f"too little code to hold any out: {n} {by}(s)"
-    elif by == "package":
-        reason = f"{n} packages"
+    usable = [t for t in tried if t["ok"]]
+    t = tried[-1] if tried[-1]["ok"] and tried[-1]["share"] <= MAX_HELDOUT_SHARE else \
+        min(usable, key=lambda t: t["share"]) if usable else tried[1]
+    if not t["ok"]:
+        reason = f"too little code to hold any out: {t['units']} {t['by']}(s)"
+    elif t["by"] == "package":
+        reason = f"{t['units']} packages"
     else:
-        prev = tried[-2]
-        reason = f"{prev[5]} {prev[0]}(s), too few to hold out whole {prev[0]}s"
-    return {"by": by, "reason": reason, "share": round(share, 4), "units": n,
-            "val": held["val"], "test": held["test"], "assignment": split_of}
+        prev = tried[tried.index(t) - 1]
+        reason = (f"{prev['units']} {prev['by']}(s); whole {prev['by']}s would hold out "
+                  f"{prev['share']:.0%} of the code" if prev["ok"]
+                  else f"{prev['units']} {prev['by']}(s), too few to hold out whole {prev['by']}s")
+    return {"by": t["by"], "reason": reason, "share": round(t["share"], 4), "units": t["units"],
+            "val": t["held"]["val"], "test": t["held"]["test"], "dropped": t["dropped"],
+            "assignment": t["split_of"], "held_lines": t["lines"]}
+
+
+NEAR_COPY_SHARE = 0.5  # a train document with this share of its lines held out is dropped
+
+
+def code_lines(code: str) -> frozenset[int]:
+    """Hashes of the distinct lines of ``code`` that say something (10+ characters, trimmed)."""
+    return frozenset(hash(t) for t in (x.strip() for x in code.splitlines()) if len(t) >= 10)
+
+
+def copies_held_out(lines: frozenset[int], held_lines: frozenset[int] | set[int]) -> bool:
+    """Whether a document (its ``code_lines``) is mostly held-out lines: an older copy of code
+    that moved between files or packages in the history, which must not train."""
+    if len(lines) < 3 or not held_lines:
+        return False
+    return len(lines & held_lines) >= NEAR_COPY_SHARE * len(lines)
 
 
 def describe_holdout(h: dict, limit: int = 6) -> str:
@@ -359,8 +392,10 @@ def describe_holdout(h: dict, limit: int = 6) -> str:
         shown = ", ".join(units[:limit])
         return shown + (f", … ({len(units)} in all)" if len(units) > limit else "") if units else "nothing"
 
+    copies = (f"; {h['dropped']} older copies of it (moved in the history) left out of train"
+              if h.get("dropped") else "")
     return (f"held out by {h['by']} ({h['reason']}): val: {names(h['val'])}; test: {names(h['test'])} "
-            f"— {h['share']:.0%} of the code, not trained on")
+            f"— {h['share']:.0%} of the code, not trained on{copies}")
 
 
 def _magic(path: Path) -> bytes:
@@ -602,20 +637,22 @@ class Preparer:
                      if o.split_by == "auto" and sp.kind in ("git", "pijul", "dir") and sp.unit_by == "package"}
         paths = [self.work / f"collect-{i:03d}.jsonl" for i in range(n_sources)]
         fixed: set[str] = set()
-        keys: list[tuple[str, str, int]] = []  # (repo, path, code bytes) of refinable documents
+        keys: list[tuple] = []  # (repo, path, code bytes, line hashes) of refinable documents
         for i, path in enumerate(paths):
             if not path.exists():
                 continue
             for line in _iter_lines(path):
                 d = json.loads(line)
                 if i in refinable:
-                    keys.append((d["repo"], d["path"], len(d["code"].encode("utf-8"))))
+                    keys.append((d["repo"], d["path"], len(d["code"].encode("utf-8")), code_lines(d["code"])))
                 else:
                     fixed.add(d["unit"])
         split_of = assign_splits(fixed, o.val_fraction, o.test_fraction)
         holdout = choose_holdout(keys, o.val_fraction, o.test_fraction) if keys else None
+        held_lines: frozenset[int] = frozenset()
         if holdout is not None:
             split_of.update(holdout.pop("assignment"))
+            held_lines = holdout.pop("held_lines")
             self.echo(describe_holdout(holdout))
         seen_exact: set[bytes] = set()
         seen_norm: set[bytes] = set()
@@ -635,6 +672,9 @@ class Preparer:
                         if unit != d["unit"]:
                             d["unit"] = unit
                             line = json.dumps(d, ensure_ascii=False) + "\n"
+                        if split_of[unit] == "train" and copies_held_out(code_lines(d["code"]), held_lines):
+                            dups["copy of held-out code (moved in history)"] += 1
+                            continue
                     exact, norm = code_keys(d["code"])
                     if exact in seen_exact:
                         dups["exact"] += 1

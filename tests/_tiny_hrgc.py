@@ -2,8 +2,9 @@
 and export tests: enough to write ASCII Go-looking bytes, newlines, braces and plans, so
 the decoding tests exercise real behaviour rather than random bytes.
 
-Documents use the data pipeline's layout (SPM fill-in-the-middle, plan after
-``<FIM_MIDDLE>``), built here directly from files to keep the fixture fast.
+Documents use the training layout (``hrm_lsp.tokenizer.layout``: SPM fill-in-the-middle, a
+plan after ``<FIM_MIDDLE>`` only before multi-line middles), built here directly from files
+to keep the fixture fast.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ def trained_tiny(stdlib_src: Path, qat: int = 4):
 
     from hrm_lsp.model import build_model, preset
     from hrm_lsp.tokenizer.byte import ByteTokenizer
+    from hrm_lsp.tokenizer.layout import FIM_LAYOUT, fim_example
 
     torch.manual_seed(0)
     rng = random.Random(0)
     tok = ByteTokenizer()
-    cfg = preset("tiny", vocab_size=tok.vocab_size, max_seq_len=512, qat_bits=qat)
+    cfg = preset("tiny", vocab_size=tok.vocab_size, max_seq_len=512, qat_bits=qat,
+                 fim_layout=FIM_LAYOUT)
     model = build_model(cfg)
     texts = go_texts(stdlib_src)
     sp = tok.special_ids
@@ -46,8 +49,9 @@ def trained_tiny(stdlib_src: Path, qat: int = 4):
         pre = text[max(0, a - 60):a]
         mid = text[a:a + mid_len]
         suf = text[a + mid_len:a + mid_len + 30]
-        ids = ([sp["<FIM_SUFFIX>"], *tok.encode(suf), sp["<FIM_PREFIX>"], *tok.encode(pre),
-                sp["<FIM_MIDDLE>"], *plan, *tok.encode(mid), sp["<EOT>"]])
+        # The training layout (tokenizer/layout.py): a plan only before multi-line middles.
+        ids = fim_example(tok, tok.encode(pre), tok.encode(mid), tok.encode(suf),
+                          plan if "\n" in mid else None)
         return ids[:SEQ + 1]
 
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)

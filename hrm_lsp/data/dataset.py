@@ -1,9 +1,22 @@
 """Reading prepared data: ``Dataset(DIR).batches(...)`` -> numpy int32 [B, seq_len + 1].
 
-The stream of a split is, epoch after epoch, its documents in a seeded random order, each
-optionally turned into a fill-in-the-middle example (docs/tokenizers.md, "FIM"). Rows are
+The stream of a split is, epoch after epoch, its documents in a seeded random order. Rows are
 consecutive windows of ``seq_len + 1`` tokens of that endless stream, overlapping by one token
-(inputs ``ids[:, :-1]``, targets ``ids[:, 1:]``). Global row ``r`` belongs to batch
+(inputs ``ids[:, :-1]``, targets ``ids[:, 1:]``).
+
+Two FIM modes (docs/data.md, "Task-aligned FIM"):
+
+- ``aligned`` (the default): documents enter the stream without their document-level plan
+  (refinement documents stay whole). A row is cut to the window first; then, with
+  probability ``fim_rate``, it becomes a fill-in-the-middle example of the code it covers
+  (extended within its document to a full window), in the layout of
+  ``hrm_lsp.tokenizer.layout``, mostly in SPM order. Middles are what the server asks for:
+  the rest of a line, a whole statement, a block, a function body (tree-sitter) or a random
+  character span; a plan only where a real one exists (the function's doc comment, or the
+  commit message that names the changed function), never for single-line middles. A row
+  that ends early continues with the plain stream after its document.
+- ``document``: the earlier behaviour -- each whole document, plan first, turned into a FIM
+  example at two random token cuts (docs/tokenizers.md, "FIM"). Global row ``r`` belongs to batch
 ``r // (B * world_size)`` and rank ``(r // B) % world_size``, so every rank sees different
 rows and batch ``k`` is a pure function of (data, seed, options, k): resuming with
 ``start=b.position`` continues exactly, with no state beyond that integer.
@@ -25,6 +38,12 @@ import numpy as np
 from hrm_lsp.tokenizer import Tokenizer, TokenizerError, load_tokenizer
 
 SPLITS = ("train", "val", "test")
+FIM_MODES = ("aligned", "document")
+# Shares of the middle kinds in aligned FIM rows (docs/data.md): what the server requests
+# (single-line completions, statements, blocks and bodies) and random spans (Bavarian et al.).
+MIDDLE_KINDS: dict[str, float] = {"line_rest": 0.30, "statement": 0.25, "block": 0.10,
+                                  "body": 0.20, "span": 0.15}
+MIDDLE_SHARE = 0.5  # a middle takes at most this share of the window
 
 
 class DatasetError(ValueError):
@@ -113,6 +132,11 @@ class _Split:
             self._plan_end = out
         return self._plan_end
 
+    def body_start(self) -> np.ndarray:
+        """Per document: where its code starts (after ``</PLAN>``) when it is a FIM candidate,
+        else 0 (refinement documents keep their plan: the refinement loop sends one)."""
+        return np.where(self.plan_end() >= 0, self.plan_end() + 1, 0)
+
 
 class Dataset:
     """A prepared data directory (``hrm-lsp prepare``), validated on open."""
@@ -177,8 +201,12 @@ class Dataset:
             rng = np.random.default_rng([seed, e, 0x5EED])
             order = rng.permutation(len(sp))
             eligible = sp.plan_end()[order] >= 0
-            fim = eligible & (rng.random(len(sp)) < fim_rate)
-            lens = sp.lens[order] + 3 * fim  # FIM adds three sentinels
+            if key[4] == "aligned":  # no per-document FIM; plans leave the stream
+                fim = np.zeros(len(sp), dtype=bool)
+                lens = sp.lens[order] - sp.body_start()[order]
+            else:
+                fim = eligible & (rng.random(len(sp)) < fim_rate)
+                lens = sp.lens[order] + 3 * fim  # FIM adds three sentinels
             ep = _Epoch(order, fim, np.cumsum(lens))
             if len(self._epochs) > 4:
                 self._epochs.clear()
@@ -208,10 +236,80 @@ class Dataset:
         ep = self._epoch(sp, key, e)
         d = int(ep.order[j])
         ids = sp.doc(d)
+        if key[4] == "aligned":
+            return ids[int(sp.body_start()[d]):]
         if ep.fim[j]:
             rng = np.random.default_rng([key[1], e, d, 0xF1])
             ids = self._fim(ids, int(sp.plan_end()[d]), rng, key[3])
         return ids
+
+    def _aligned_fim_row(self, sp: _Split, key: tuple, pos: int, n: int,
+                         rng: np.random.Generator) -> np.ndarray | None:
+        """The FIM example for the row at stream position ``pos`` (``n`` ids), or None when
+        its document cannot be one (a refinement document, too little code)."""
+        from hrm_lsp.data.middles import choose_middle
+        from hrm_lsp.tokenizer.layout import comment_plan_ids, fim_example
+
+        t = self.tokenizer
+        e, j, doc_pos = self._locate(sp, key, pos)
+        d = int(self._epoch(sp, key, e).order[j])
+        plan_end = int(sp.plan_end()[d])
+        if plan_end < 0:
+            return None
+        full = sp.doc(d)
+        code = full[plan_end + 1:-1]  # between </PLAN> and <EOT>
+        if len(code) < 8:
+            return None
+        # The window's code, extended within the document to a full window.
+        end = min(len(code), pos - doc_pos + n)
+        start = max(0, end - n)
+        text = t.decode(code[start:end].tolist()).strip("\ufffd")  # byte mode: cut characters
+        if start > 0:  # begin at a line start, as a file or an editor's window does
+            k = text.find("\n")
+            if 0 <= k < len(text) // 2:
+                text = text[k + 1:]
+        chars_per_token = max(1.0, len(text) / max(1, end - start))
+        max_chars = int(n * MIDDLE_SHARE * chars_per_token)
+        m = choose_middle(text, rng, max_chars, MIDDLE_KINDS)
+        if m is None:
+            return None
+        plan = None
+        if m.kind == "body" and m.multiline(text):
+            stored = t.decode(full[:plan_end + 1].tolist())
+            # A commit's plan (snapshot plans are always ADD) for the function it names;
+            # else the function's own doc comment. The shards do not record which function
+            # a commit changed, so a plan that does not name it is not used.
+            if m.func_name and m.func_name in stored and ("<INTENT:FIX>" in stored
+                                                         or "<INTENT:REFACTOR>" in stored):
+                plan = full[:plan_end + 1].tolist()
+            elif m.func_doc.strip():
+                plan = comment_plan_ids(t, m.func_doc)
+        p_ids = t.encode(text[:m.start])
+        m_ids = t.encode(text[m.start:m.end])
+        s_ids = t.encode(text[m.end:])
+        room = n - (3 + len(plan or ()) + len(m_ids) + 1)
+        if room < 8:
+            return None
+        # As inference cuts a prompt: the suffix keeps its start, the prefix its end.
+        s_keep = min(len(s_ids), max(room // 4, room - len(p_ids)))
+        p_keep = min(len(p_ids), room - s_keep)
+        order = "spm" if rng.random() < key[3] else "psm"
+        ids = fim_example(t, p_ids[len(p_ids) - p_keep:], m_ids, s_ids[:s_keep], plan, order)
+        if len(ids) < n:  # continue with the plain stream after this document
+            after = doc_pos + len(full) - (plan_end + 1)
+            ids += self._tokens(sp, key, after, n - len(ids)).tolist()
+        return np.asarray(ids[:n], dtype=np.int32)
+
+    def _locate(self, sp: _Split, key: tuple, pos: int) -> tuple[int, int, int]:
+        """(epoch, stream index j, stream position where document j starts) of ``pos``."""
+        starts = self._epoch_starts.setdefault(key, [0])
+        while starts[-1] <= pos:  # epoch lengths differ (FIM adds tokens), so extend lazily
+            self._epoch_start(sp, key, len(starts))
+        e = bisect.bisect_right(starts, pos) - 1
+        base = self._epoch_start(sp, key, e)
+        ep = self._epoch(sp, key, e)
+        j = int(np.searchsorted(ep.ends, pos - base, side="right"))
+        return e, j, base + (int(ep.ends[j - 1]) if j else 0)
 
     def _tokens(self, sp: _Split, key: tuple, begin: int, n: int) -> np.ndarray:
         """Tokens [begin, begin + n) of the endless stream."""
@@ -239,9 +337,13 @@ class Dataset:
 
     def batches(self, split: str = "train", batch_size: int = 8, seq_len: int = 512, seed: int = 0,
                 fim_rate: float = 0.0, rank: int = 0, world_size: int = 1, start: int = 0,
-                *, fim_spm_rate: float = 0.5, epochs: int | None = -1) -> Iterator[Batch]:
+                *, fim_spm_rate: float = 0.9, epochs: int | None = -1,
+                fim_mode: str = "aligned") -> Iterator[Batch]:
         """Batches of ``split`` from batch number ``start`` on.
 
+        ``fim_rate``: share of FIM rows (``aligned``) or documents (``document``);
+        ``fim_spm_rate``: share of those in SPM order (what the server sends);
+        ``fim_mode``: ``aligned`` or ``document`` (module docstring).
         ``epochs``: -1 (default) means endless for ``train`` and one pass for ``val``/``test``;
         None is endless; n stops after the batches that cover n epochs (the last one may wrap
         into the next epoch, so every document is seen)."""
@@ -253,6 +355,8 @@ class Dataset:
             raise DatasetError("fim_rate and fim_spm_rate must be in [0, 1]")
         if start < 0:
             raise DatasetError("start must be >= 0")
+        if fim_mode not in FIM_MODES:
+            raise DatasetError(f"fim_mode {fim_mode!r} is not one of {', '.join(FIM_MODES)}")
         sp = self.split(split)
         if sp.tokens == 0:
             raise DatasetError(f"split {split!r} of {self.root} is empty (see manifest.json; "
@@ -260,7 +364,7 @@ class Dataset:
                                "or add more code)")
         if epochs == -1:
             epochs = None if split == "train" else 1
-        key = (split, int(seed), float(fim_rate), float(fim_spm_rate))
+        key = (split, int(seed), float(fim_rate), float(fim_spm_rate), fim_mode)
         rows_per_batch = batch_size * world_size
         limit = None
         if epochs is not None:
@@ -272,6 +376,12 @@ class Dataset:
             ids = np.empty((batch_size, seq_len + 1), dtype=np.int32)
             for i in range(batch_size):
                 row = k * rows_per_batch + rank * batch_size + i
-                ids[i] = self._tokens(sp, key, row * seq_len, seq_len + 1)
+                fim_row = None
+                if fim_mode == "aligned" and fim_rate > 0:
+                    rng = np.random.default_rng([int(seed), row, 0xF1A])
+                    if rng.random() < fim_rate:
+                        fim_row = self._aligned_fim_row(sp, key, row * seq_len, seq_len + 1, rng)
+                ids[i] = fim_row if fim_row is not None else \
+                    self._tokens(sp, key, row * seq_len, seq_len + 1)
             yield Batch(ids, k, k + 1)
             k += 1

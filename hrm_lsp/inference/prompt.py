@@ -1,8 +1,8 @@
 """Build the model's input for a cursor position: fill-in-the-middle, suffix first (SPM).
 
-Layout (the data pipeline's SPM order, docs/inference.md)::
+Layout (``hrm_lsp.tokenizer.layout``, shared with training; docs/inference.md)::
 
-    <FIM_SUFFIX> suffix <FIM_PREFIX> prefix <FIM_MIDDLE> <PLAN> … </PLAN> code … <EOT>
+    <FIM_SUFFIX> suffix <FIM_PREFIX> prefix <FIM_MIDDLE> [<PLAN> … </PLAN>] code … <EOT>
 
 Why suffix first: while the user types, the text after the cursor stays the same and the
 text before it only grows at its end, so with the suffix first every keystroke keeps the
@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hrm_lsp.tokenizer.base import Tokenizer
+from hrm_lsp.tokenizer.layout import fim_context
 
 TOKEN_CHUNK = 64  # when still too long in tokens, the prefix loses this many at a time
 SUFFIX_SHARE = 0.25  # share of the prompt budget the suffix may take
@@ -76,6 +77,5 @@ def fim_prompt(tok: Tokenizer, prefix: str, suffix: str, budget: int) -> Prompt:
         p_ids = p_ids[drop:]
         truncated = True
 
-    ids = [tok.id_of("<FIM_SUFFIX>"), *s_ids, tok.id_of("<FIM_PREFIX>"), *p_ids,
-           tok.id_of("<FIM_MIDDLE>")]
+    ids = fim_context(tok, p_ids, s_ids, "spm")  # the layout training uses (tokenizer/layout.py)
     return Prompt(ids, pre, suf, truncated)

@@ -11,10 +11,13 @@ the torch and MLX backends:
   reads z_H at that position, i.e. after it has seen the code and the ``<VALIDATE>`` marker.
 - code tokens: every other non-pad target. Pad (id 0) is never a target.
 
-``multitask`` loss = plan_weight * mean CE(plan) + code_weight * mean CE(code)
-+ refine_weight * mean BCE(refinement). A term with no positions in the batch contributes 0
-(the weights stay fixed, as in seed 004). ``lm`` loss = mean CE over all non-pad targets
-(seed 000).
+``multitask`` loss = (plan_weight + code_weight) * token-weighted mean CE
++ refine_weight * mean BCE(refinement), where the token-weighted mean gives each plan target
+weight ``plan_weight`` and each code target ``code_weight``:
+``(pw·ΣCE(plan) + cw·ΣCE(code)) / (pw·n_plan + cw·n_code)``. With seed 004's 0.4/0.4 a plan
+token counts exactly as much as a code token (per-group means gave the 3% of targets that are
+plan tokens as much weight as all code tokens together, ~30x each: issue 14). A refinement
+term with no positions contributes 0. ``lm`` loss = mean CE over all non-pad targets (seed 000).
 """
 
 from __future__ import annotations
@@ -130,15 +133,17 @@ def torch_loss(logits, refine_logit, batch: dict, cfg: LossSection):
         # graph so DDP, which expects a gradient for every parameter, does not stall.
         loss = loss + 0.0 * refine_logit.float().sum()
     else:
-        plan = (ce * plan_m).sum() / plan_n.clamp(min=1)
-        code = (ce * code_m).sum() / code_n.clamp(min=1)
+        plan_sum, code_sum = (ce * plan_m).sum(), (ce * code_m).sum()
+        plan, code = plan_sum / plan_n.clamp(min=1), code_sum / code_n.clamp(min=1)
+        pw, cw = cfg.plan_weight, cfg.code_weight
+        tokens = (pw * plan_sum + cw * code_sum) / (pw * plan_n + cw * code_n).clamp(min=1e-9)
         ref_m = batch["refine_mask"]
         # Always touch refine_logit so DDP sees the refinement head used on every rank.
         bce = F.binary_cross_entropy_with_logits(
             refine_logit.float(), batch["refine_target"], reduction="none"
         )
         refine = (bce * ref_m).sum() / ref_m.sum().clamp(min=1)
-        loss = cfg.plan_weight * plan + cfg.code_weight * code + cfg.refine_weight * refine
+        loss = (pw + cw) * tokens + cfg.refine_weight * refine
         parts.update(plan=plan, code=code, refine=refine)
     out = {k: v.detach() for k, v in parts.items()}
     out["nats"] = (ce.detach() * (plan_m | code_m)).sum()

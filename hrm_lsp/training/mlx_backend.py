@@ -50,13 +50,18 @@ def mlx_loss(model, batch: dict[str, mx.array], cfg: LossSection):
     if cfg.mode == "lm":
         loss = nats / mx.maximum(all_m.sum(), 1.0)
         return loss, {"lm": loss, "nats": nats}
-    plan = (ce * plan_m).sum() / mx.maximum(plan_m.sum(), 1.0)
-    code = (ce * code_m).sum() / mx.maximum(code_m.sum(), 1.0)
+    plan_sum, code_sum = (ce * plan_m).sum(), (ce * code_m).sum()
+    plan = plan_sum / mx.maximum(plan_m.sum(), 1.0)
+    code = code_sum / mx.maximum(code_m.sum(), 1.0)
+    # Per-token weights, as loss.torch_loss: a plan token weighs plan_weight, a code token
+    # code_weight; the sum is normalised by the total weight.
+    pw, cw = cfg.plan_weight, cfg.code_weight
+    tokens = (pw * plan_sum + cw * code_sum) / mx.maximum(pw * plan_m.sum() + cw * code_m.sum(), 1e-9)
     ref_m = batch["refine_mask"]
     bce = nn.losses.binary_cross_entropy(out.refine_logit.astype(mx.float32), batch["refine_target"],
                                          with_logits=True, reduction="none")
     refine = (bce * ref_m).sum() / mx.maximum(ref_m.sum(), 1.0)
-    loss = cfg.plan_weight * plan + cfg.code_weight * code + cfg.refine_weight * refine
+    loss = (pw + cw) * tokens + cfg.refine_weight * refine
     return loss, {"plan": plan, "code": code, "refine": refine, "nats": nats}
 
 

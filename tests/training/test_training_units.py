@@ -262,3 +262,30 @@ def test_resume_from_a_damaged_checkpoint_falls_back_then_names_the_file(byte_da
     res = _train(*common, "--steps", "4", "--resume")
     assert res.exit_code == 1
     assert str(ck / "step-0000003" / "model.safetensors") in res.output and "safetensors" in res.output
+
+
+def test_multitask_loss_weights_plan_tokens_per_token_not_per_group():
+    """Issue 14: per-group means made each of a few plan tokens weigh as much as all code
+    tokens together; per-token weights do not."""
+    import torch
+
+    from hrm_lsp.training.loss import torch_loss
+    from hrm_lsp.training.recipe import LossSection
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, 10, 7, generator=g)
+    targets = torch.randint(0, 7, (1, 10), generator=g)
+    plan = torch.zeros(1, 10, dtype=torch.bool)
+    plan[0, :1] = True  # one plan target, nine code targets
+    batch = {"targets": targets, "plan_mask": plan, "code_mask": ~plan,
+             "refine_mask": torch.zeros(1, 10, dtype=torch.bool),
+             "refine_target": torch.zeros(1, 10)}
+    ce = torch.nn.functional.cross_entropy(logits[0], targets[0], reduction="none")
+    loss, parts = torch_loss(logits, torch.zeros(1, 10), batch, LossSection())
+    assert float(loss) == pytest.approx(0.8 * float(ce.mean()), rel=1e-6)  # no refine positions
+    # Plan tokens at twice a code token's weight: exactly that, per token.
+    loss2, _ = torch_loss(logits, torch.zeros(1, 10), batch,
+                          LossSection(plan_weight=0.8, code_weight=0.4))
+    w = torch.where(plan[0], 0.8, 0.4)
+    assert float(loss2) == pytest.approx(1.2 * float((w * ce).sum() / w.sum()), rel=1e-6)
+    assert float(parts["plan"]) == pytest.approx(float(ce[0]), rel=1e-6)

@@ -122,6 +122,14 @@ class HrmProtocol(LanguageServerProtocol):
                 self._send_error(data["id"], INVALID_REQUEST,
                                  'Invalid Request: expected "jsonrpc": "2.0" and a string "method"')
             return
+        if "id" in data and not _valid_id(data["id"]):
+            # pygls would run it (a `shutdown` with id {} shuts down) and answer an id the
+            # client cannot match; LSP ids are integers or strings.
+            log.warning("message with an invalid id %.100r dropped", data["id"])
+            if "method" in data:
+                self._send_error(None, INVALID_REQUEST, "Invalid Request: the id must be an "
+                                 "integer or a string")
+            return
         _clamp_positions(data.get("params"))
         try:
             message = self.structure_message(data)
@@ -163,10 +171,8 @@ class HrmProtocol(LanguageServerProtocol):
         except JsonRpcException as e:
             if isinstance(data, dict) and "id" in data and "method" in data:
                 msg_id = data["id"]
-                if isinstance(msg_id, (str, int)) and not isinstance(msg_id, bool):
+                if _valid_id(msg_id):
                     return _BadMessage(msg_id, str(data["method"]), e)
-                self._send_error(msg_id, INVALID_REQUEST, "Invalid Request: bad id")
-                return data  # not a message: handle_message drops it
             raise
 
     def handle_message(self, message):
@@ -689,6 +695,11 @@ def _use_go(go_path: str, at_start: str | None) -> None:
         os.environ[ENV_VAR] = value
     else:
         os.environ.pop(ENV_VAR, None)
+
+
+def _valid_id(msg_id: Any) -> bool:
+    """LSP request ids: integer or string (JSON-RPC's null and fractions are not used)."""
+    return isinstance(msg_id, str) or (isinstance(msg_id, int) and not isinstance(msg_id, bool))
 
 
 def _clamp_positions(params: Any, budget: int = 100_000) -> None:

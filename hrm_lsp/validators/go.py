@@ -32,6 +32,7 @@ log = get_logger(__name__)
 
 MIN_VERSION = (1, 21)
 PROBE_TIMEOUT_S = 10.0  # `go env` that has not answered by then is not a working Go
+PROBE_TIMEOUT_VAR = "HRM_LSP_GO_PROBE_TIMEOUT"  # seconds, overrides PROBE_TIMEOUT_S
 ENV_VAR = "HRM_LSP_GO"
 _INSTALL_HINT = (
     "install Go 1.21+ (https://go.dev/dl) and put it on PATH, set HRM_LSP_GO=/path/to/go, "
@@ -110,6 +111,13 @@ _probe_lock = threading.Lock()
 _probe_cache: dict[tuple[str, int], GoToolchain | str] = {}
 
 
+def _probe_timeout() -> float:
+    try:
+        return max(0.1, float(os.environ.get(PROBE_TIMEOUT_VAR, "")))
+    except ValueError:
+        return PROBE_TIMEOUT_S
+
+
 def _probe(go: Path, source: str) -> GoToolchain:
     """Ask a go binary for its version and GOROOT; raise GoNotFoundError if unusable."""
     try:
@@ -128,7 +136,7 @@ def _probe(go: Path, source: str) -> GoToolchain:
     try:
         proc = subprocess.run(
             [str(go), "env", "-json", "GOVERSION", "GOROOT"],
-            capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, env=env,
+            capture_output=True, text=True, timeout=_probe_timeout(), env=env,
             stdin=subprocess.DEVNULL,
         )
         info = json.loads(proc.stdout) if proc.returncode == 0 else {}

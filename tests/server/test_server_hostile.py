@@ -358,3 +358,51 @@ def test_unanswered_configuration_and_hanging_go(model_file, workspace, env, tmp
             except ProcessLookupError:
                 pass
 
+
+
+# -- long lines, the time budget -------------------------------------------------------------
+
+def test_a_2mb_line_does_not_freeze_the_server(server: RawServer):
+    uri = "file:///hostile/long.go"
+    server.open(uri, "package main\n\nfunc f() {\n\t_ = " + "x" * 2_000_000 + "\n}\n")
+    well_formed_completion(server.complete(uri, 3, 10, invoked=True))  # syntax, gofmt, vet
+    server.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
+    known_good(server)
+
+
+def test_time_budget_bounds_validation_with_a_hanging_gofmt(server: RawServer, tmp_path):
+    """An invoked completion whose gofmt hangs: answered, and that gofmt is killed."""
+    from hrm_lsp.validators.go import find_go
+
+    real = find_go().go
+    (tmp_path / "go").write_text(f"#!/bin/sh\nexec {real} \"$@\"\n")
+    pids = tmp_path / "pids"
+    (tmp_path / "gofmt").write_text(f"#!/bin/sh\necho $$ >> {pids}\nexec sleep 600\n")
+    for name in ("go", "gofmt"):
+        (tmp_path / name).chmod(0o755)
+    uri = "file:///hostile/budget.go"
+    text = "package main\n// v3\n"
+    server.open(uri, text)
+    server.notify("workspace/didChangeConfiguration", {"settings": {"hrmLsp": {
+        **SETTINGS, "goPath": str(tmp_path / "go"), "timeBudgetMs": 1500,
+        "maxTokensMultiline": 1}}})
+    try:
+        # One-token suggestions inside the comment pass the syntax gate, so validation
+        # reaches gofmt once discovery of the new goPath has finished (it never blocks).
+        for version in range(2, 40):
+            well_formed_completion(server.complete(uri, 1, 3, invoked=True))
+            if pids.exists():
+                break
+            change(server, uri, version, [{"text": text}])  # a new version: not cached
+        assert pids.exists(), "validation never reached gofmt"
+        for pid in pids.read_text().split():  # killed, not left hanging
+            state = Path(f"/proc/{pid}/stat")
+            assert not state.exists() or state.read_text().rsplit(")", 1)[1].split()[0] in "ZX"
+    finally:
+        for pid in (pids.read_text().split() if pids.exists() else []):
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        server.notify("workspace/didChangeConfiguration", {"settings": {"hrmLsp": SETTINGS}})
+    known_good(server)

@@ -185,9 +185,10 @@ class StepBudget:
 MIN_BUDGET_STEPS = 10
 
 
-def time_steps(recipe: Recipe, cfg, ds, dist: Dist, init: InitFrom | None, n: int = 2) -> float:
+def time_steps(recipe: Recipe, cfg, ds, dist: Dist, init: InitFrom | None, n: int = 3) -> float:
     """Seconds per optimiser step of this recipe and model here: one warm-up step, then the
-    mean of ``n`` timed ones, on real batches, with a trainer that is thrown away after."""
+    median of ``n`` timed ones (one stall of a busy machine does not decide), on real batches,
+    with a trainer that is thrown away after."""
     import time
 
     trainer, _ = make_trainer(recipe, cfg, dist)
@@ -201,7 +202,7 @@ def time_steps(recipe: Recipe, cfg, ds, dist: Dist, init: InitFrom | None, n: in
         m = trainer.train_step(micro, 0.0)  # lr 0: nothing is learnt from these steps
         float(m["loss"])
         times.append(time.perf_counter() - t0)
-    return sum(times[1:]) / n
+    return sorted(times[1:])[n // 2]
 
 
 def step_budget(recipe: Recipe, train_tokens: int, seconds_per_step: float) -> StepBudget:
@@ -443,6 +444,10 @@ def train(opts: TrainOptions, dist: Dist | None = None, init: InitFrom | None = 
         cfg = _saved_model_config(opts)
     else:
         cfg = model_config_for(recipe, ds.tokenizer.vocab_size)
+    # The model learns the layout of the batches it is trained on (Dataset.batches).
+    from hrm_lsp.tokenizer.layout import FIM_LAYOUT
+
+    cfg = cfg.replace(fim_layout=FIM_LAYOUT)
     report = budget.check(recipe, cfg)
     progress.message(report.summary())
     steps_note = ""

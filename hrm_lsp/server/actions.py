@@ -55,16 +55,16 @@ def comment_site(text: str, offset: int) -> CommentSite | None:
         # A declaration follows: only an empty body (`{}` on the line, or `{` then `}`)
         # counts; a written function is what "Refine this function" is for.
         if _EMPTY_BODY.search(following):
-            brace = idx.starts[nxt] + following.rindex("{")
-            return CommentSite(first, last, brace + 1, idx.starts[nxt] + following.rindex("}"), True)
+            brace = idx.line_start(nxt) + following.rindex("{")
+            return CommentSite(first, last, brace + 1, idx.line_start(nxt) + following.rindex("}"), True)
         if following.rstrip().endswith("{") and nxt + 1 < idx.line_count and idx.line_text(nxt + 1).strip() == "}":
-            brace = idx.starts[nxt] + following.rstrip().rindex("{")
-            close = idx.starts[nxt + 1] + idx.line_text(nxt + 1).index("}")
+            brace = idx.line_start(nxt) + following.rstrip().rindex("{")
+            close = idx.line_start(nxt + 1) + idx.line_text(nxt + 1).index("}")
             return CommentSite(first, last, brace + 1, close, True)
         return None
     if following.strip() and not is_todo:
         return None  # a comment on something else (a type, a var): not a request for code
-    end_of_comment = idx.ends[last]
+    end_of_comment = idx.line_end(last)
     return CommentSite(first, last, end_of_comment, end_of_comment, False)
 
 

@@ -13,7 +13,7 @@ mixes the ∞-gram with a unigram instead of the model (for the ``index`` source
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -44,6 +44,8 @@ class MixWeights:
     model: np.ndarray  # [3, L, C]: weight of the ∞-gram against the model
     unigram: np.ndarray  # [3, L, C]: weight of the ∞-gram against a unigram (index alone)
     source: str = "default"
+    # Tokens of match length each tier is worth on top of its match (Query.estimate).
+    tier_bonus: dict = field(default_factory=dict)
 
     def lam(self, tier: str, length: int, count: int, against: str = "model") -> float:
         g, lb, cb = cell(tier, length, count)
@@ -53,7 +55,8 @@ class MixWeights:
     def to_json(self) -> dict:
         return {"format": 1, "groups": list(GROUP_NAMES), "length_edges": list(LENGTH_EDGES),
                 "count_edges": list(COUNT_EDGES), "model": self.model.round(4).tolist(),
-                "unigram": self.unigram.round(4).tolist(), "source": self.source}
+                "unigram": self.unigram.round(4).tolist(), "source": self.source,
+                "tier_bonus": dict(self.tier_bonus)}
 
     @classmethod
     def from_json(cls, data: dict) -> MixWeights:
@@ -67,7 +70,8 @@ class MixWeights:
             raise ValueError(f"mix weights must have shape {shape}")
         if not (np.all((model >= 0) & (model <= 1)) and np.all((uni >= 0) & (uni <= 1))):
             raise ValueError("mix weights must lie in [0, 1]")
-        return cls(model, uni, str(data.get("source", "")))
+        bonus = {str(k): float(v) for k, v in dict(data.get("tier_bonus", {})).items()}
+        return cls(model, uni, str(data.get("source", "")), bonus)
 
     @classmethod
     def prior(cls) -> MixWeights:
@@ -75,7 +79,8 @@ class MixWeights:
         shape = (len(GROUP_NAMES), len(LENGTH_EDGES), len(COUNT_EDGES))
         lengths = np.asarray(LENGTH_EDGES, dtype=np.float64)[None, :, None]
         lam = np.broadcast_to(lengths / (lengths + 6.0), shape).copy()
-        return cls(lam, np.maximum(lam, 0.5), "prior")
+        return cls(lam, np.maximum(lam, 0.5), "prior",
+                   {"document": 3.0, "package": 2.0, "workspace": 1.0})
 
 
 @lru_cache(maxsize=1)

@@ -23,7 +23,7 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,7 @@ import numpy as np
 
 from hrm_lsp.index import files as gofiles
 from hrm_lsp.index import store
+from hrm_lsp.index.mix import default_weights
 from hrm_lsp.index.suffix import SuffixIndex, token_dtype
 from hrm_lsp.log import get_logger
 
@@ -103,6 +104,7 @@ class Query:
                  static: list[_Static]) -> None:
         self.prefix_ids = prefix_ids
         self.tok = owner.tok
+        self.bonus = default_weights().tier_bonus
         self._tiers: list[tuple[str, SuffixIndex, int | None]] = [("document", document, None)]
         if package is not None:
             self._tiers.append(("package", package, None))
@@ -115,20 +117,45 @@ class Query:
     def tiers(self) -> list[str]:
         return [name for name, _, _ in self._tiers]
 
-    def estimate(self, ids: Sequence[int]) -> Estimate | None:
-        """The next-token estimate of the tier with the longest match of ``ids``'s end."""
-        best = None
+    def matches(self, ids: Sequence[int]) -> list[Estimate]:
+        """Every tier's longest match of ``ids``'s end and what follows it (tiers without
+        a match are left out)."""
+        out = []
         for name, index, exclude in self._tiers:
             m = index.longest_match(ids, MAX_MATCH, exclude_doc=exclude)
-            if m.length and (best is None or m.length > best[1].length):
-                best = (name, m, index, exclude)
-        if best is None:
-            return None
-        name, m, index, exclude = best
-        toks, counts = index.next_counts(m, exclude_doc=exclude)
-        if toks.size == 0:
-            return None
-        return Estimate(name, m.length, toks, counts)
+            if m.length:
+                toks, counts = index.next_counts(m, exclude_doc=exclude)
+                if toks.size:
+                    out.append(Estimate(name, m.length, toks, counts))
+        return out
+
+    def estimate(self, ids: Sequence[int], bonus: Mapping[str, float] | None = None,
+                 allowed: np.ndarray | None = None) -> Estimate | None:
+        """The next-token estimate of the tier whose match is longest once each tier's
+        ``bonus`` (in tokens) is added: a match in the user's own file or package is worth
+        a longer one in the standard library. The bonuses are fitted with the mixing weights
+        (``mix.py``); ties go to the earlier tier. With ``allowed`` (token healing) only
+        those continuations count, and a tier backs off to shorter matches until one has
+        them."""
+        bonus = self.bonus if bonus is None else bonus
+        best, score = None, 0.0
+        for name, index, exclude in self._tiers:
+            limit = MAX_MATCH
+            for _ in range(8 if allowed is not None else 1):
+                m = index.longest_match(ids, limit, exclude_doc=exclude)
+                if not m.length:
+                    break
+                toks, counts = index.next_counts(m, exclude_doc=exclude)
+                if allowed is not None:
+                    keep = np.isin(toks, allowed)
+                    toks, counts = toks[keep], counts[keep]
+                if toks.size:
+                    sc = m.length + bonus.get(name, 0.0)
+                    if best is None or sc > score:
+                        best, score = Estimate(name, m.length, toks, counts), sc
+                    break
+                limit = m.length - 1
+        return best
 
     def continuation(self, ids: Sequence[int], k: int) -> list[int]:
         """Up to ``k`` tokens the index expects after ``ids`` (greedy ∞-gram): a draft."""

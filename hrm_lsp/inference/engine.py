@@ -16,6 +16,7 @@ slow each other down, and the KV caches are not thread-safe.
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from hrm_lsp.device import torch_threads
@@ -37,10 +39,12 @@ from hrm_lsp.inference.stops import StopRule, cursor_in_block
 from hrm_lsp.inference.types import CancelToken, Completion, CompletionRequest, Edit, Plan, Timings
 from hrm_lsp.log import get_logger
 from hrm_lsp.tokenizer import symbols
+from hrm_lsp.tokenizer.layout import middle_head
 
 log = get_logger(__name__)
 
 _NEVER_CANCELLED = CancelToken()
+_TYPED_WORD = re.compile(r"[ \t]*[A-Za-z0-9_]*$")
 DIAG_TOKENS = 96  # room for the diagnostics of one refinement round (longer text is cut)
 
 
@@ -55,7 +59,7 @@ class _Mixer:
         self.query, self.weights = query, weights
 
     def mix(self, logits: torch.Tensor, out: list[int]) -> torch.Tensor:
-        est = self.query.estimate(self.query.prefix_ids + out)
+        est = self.query.estimate(self.query.prefix_ids + out, self.weights.tier_bonus)
         if est is None:
             return logits
         lam = self.weights.lam(est.tier, est.length, est.total)
@@ -172,8 +176,59 @@ class Engine:
         the model (docs/index.md)."""
         req.validate()
         cancel = cancel or _NEVER_CANCELLED
+        # Healing serves the index (its tiers were tokenized whole); the model alone keeps
+        # the prompt it was trained on (char-level FIM cuts leave cut tokens there too).
+        heal = self._heal_text(req) if req.sources != "model" and index is not None else ""
+        inner = req
+        if heal:  # complete from the token boundary before the cursor (token healing)
+            o = req.offset - len(heal)
+            inner = replace(req, text=req.text[:o] + req.text[req.offset:], offset=o)
         with self._lock, torch_threads(self.threads):
-            return self._finish(req, self._complete(req, cancel, session_key, index))
+            self._must_start = heal
+            try:
+                comp = self._complete(inner, cancel, session_key, index)
+            finally:
+                self._must_start = ""
+        if heal:
+            text = comp.text[len(heal):] if comp.text.startswith(heal) else ""
+            comp = replace(comp, text=text, notes=(*comp.notes, f"healed {heal!r}"))
+        return self._finish(req, comp)
+
+    _must_start = ""  # token healing: the text the completion must begin with
+
+    def _heal_text(self, req: CompletionRequest) -> str:
+        """Token healing: the text before the cursor that may be a cut token -- the word
+        being typed (with the blank before it) or, after punctuation, the prompt's last
+        token. The prompt stops before it and the completion must start with it, so the
+        model and the index continue from a token boundary as in the code they learnt from
+        (``strings`` is one token there, ``str`` + ``ings`` nowhere)."""
+        line = req.text[req.text.rfind("\n", 0, req.offset) + 1: req.offset]
+        if not line.strip():
+            return ""
+        word = _TYPED_WORD.search(line).group()
+        if len(word) == len(line):  # keep the indentation: it ends the previous token
+            word = word.lstrip(" \t")
+        ids = self.tok.encode(line[-32:])
+        last = self.tok.decode(ids[-1:]) if ids else ""
+        if "\n" in last or not line.endswith(last):
+            last = ""
+        heal = max(word, last, key=len)
+        return heal if len(heal) <= 32 else ""
+
+    def _allowed(self, done: str) -> torch.Tensor | None:
+        """Ids that keep the completion consistent with ``_must_start`` after ``done``
+        (None: no constraint any more)."""
+        need = self._must_start[len(done):] if done.startswith(self._must_start[:len(done)]) else None
+        if not self._must_start or need is None or len(done) >= len(self._must_start):
+            return None
+        if self._piece_texts is None:
+            self._piece_texts = [self.tok.decode([i]) if i not in self.special_ids else ""
+                                 for i in range(self.tok.vocab_size)]
+        ok = [i for i, s in enumerate(self._piece_texts)
+              if s and (s.startswith(need) or need.startswith(s))]
+        return torch.tensor(ok, dtype=torch.long)
+
+    _piece_texts: list[str] | None = None
 
     def _finish(self, req: CompletionRequest, comp: Completion) -> Completion:
         """Post-processing and the show-or-withhold decision (``gate.py``)."""
@@ -226,7 +281,13 @@ class Engine:
         if prompt.truncated:
             notes.append("context truncated to the model's window")
 
-        ids = list(prompt.ids) + [self.id_plan]
+        # After <FIM_MIDDLE> (hrm_lsp/tokenizer/layout.py, as in training): <PLAN> when the
+        # model writes the plan, a given plan's ids (code actions), else nothing -- the code
+        # follows <FIM_MIDDLE> directly, like a training middle without a plan.
+        forced = None if req.plan else self._forced_plan
+        head = [self.id_plan] if req.plan else self._middle_head(
+            self.plan_ids(forced) if forced is not None else None)
+        ids = list(prompt.ids) + head
         ta = time.monotonic()
         logits, refine_logit, reused = session.sync(ids)
         timings.prefill_ms += (time.monotonic() - ta) * 1000
@@ -240,13 +301,6 @@ class Engine:
             plan = parse_plan(self.tok.decode([self.id_plan, *plan_ids]))
             if reason == "cancelled":
                 return self._result("", plan, None, 0, t0, timings, "cancelled", None, notes)
-        else:
-            # No plan from the model: a given one (code actions), else an empty plan.
-            forced = self._forced_plan
-            tail = self.plan_ids(forced)[1:] if forced is not None else [self.id_end_plan]
-            ta = time.monotonic()
-            logits, refine_logit = session.extend(tail)
-            timings.prefill_ms += (time.monotonic() - ta) * 1000
 
         in_block = cursor_in_block(req.text, req.offset) if req.multiline else False
         base_len = session.length  # prompt + plan: what every refinement round keeps
@@ -342,7 +396,9 @@ class Engine:
             if time.monotonic() > deadline:
                 reason = "time"
                 break
-            est = query.estimate(query.prefix_ids + out)
+            allowed = self._allowed(text)
+            est = query.estimate(query.prefix_ids + out, weights.tier_bonus,
+                                 allowed=None if allowed is None else allowed.numpy())
             if est is None:
                 reason = "eot"
                 break
@@ -454,6 +510,14 @@ class Engine:
                 tm = time.monotonic()
                 logits = mixer.mix(logits, out)
                 timings.index_ms += (time.monotonic() - tm) * 1000
+            allowed = self._allowed(text)
+            if allowed is not None:
+                if not len(allowed):
+                    reason = "eot"
+                    break
+                masked = torch.full_like(logits, float("-inf"))
+                masked[allowed] = logits[allowed]
+                logits = masked
             nxt = sample_next(logits, req.temperature, req.top_p, gen, self._banned)
             if nxt in self.special_ids:
                 reason = "eot"
@@ -582,3 +646,24 @@ class Engine:
     def plan_ids(self, plan: Plan) -> list[int]:
         """Token ids of a plan (``<PLAN>`` … ``</PLAN>``)."""
         return self.tok.encode_parts(plan_parts(plan))
+
+    def _middle_head(self, plan_ids: list[int] | None) -> list[int]:
+        """What follows ``<FIM_MIDDLE>`` before the code, in the model's own layout: a model
+        trained before layout 2 (``ModelConfig.fim_layout``) expects an empty plan pair."""
+        if not plan_ids and self.cfg.fim_layout < 2:
+            return [self.id_plan, self.id_end_plan]
+        return middle_head(plan_ids)
+
+    def middle_logprobs(self, text: str, offset: int, middle: list[int]) -> torch.Tensor:
+        """log-probabilities [len(middle), vocab] of the model at each token of ``middle``
+        written at ``offset`` (teacher forcing), in the layout of a completion without a
+        plan: what benchmarks/index_mix.py fits the mixing weights on."""
+        budget = max(self.capacity // 2, self.capacity - len(middle) - 12)
+        prompt = fim_prompt(self.tok, text[:offset], text[offset:], budget)
+        ids = list(prompt.ids) + self._middle_head(None) + list(middle)
+        ids = ids[-self.capacity:]
+        with self._lock, torch_threads(self.threads), torch.inference_mode():
+            x = torch.tensor([ids], dtype=torch.long, device=self.device)
+            out = self.model(x)
+        logits = out.logits[0, len(ids) - len(middle) - 1: len(ids) - 1].float()
+        return torch.log_softmax(logits, -1)

@@ -64,6 +64,11 @@ class ModelConfig:
     # model files written before the gates existed (no such key) load unchanged; the presets
     # with more than one cycle turn it on (docs/model.md, "Recurrent gates").
     recurrent_gates: bool = False
+    # The fill-in-the-middle layout the model was trained with (hrm_lsp/tokenizer/layout.py):
+    # 1 = a middle without a plan still had an empty <PLAN></PLAN> pair (model files written
+    # before 2026-12, e.g. the first shipped models: no such key); 2 = the code follows
+    # <FIM_MIDDLE> directly. Training sets the layout of its data; inference follows it.
+    fim_layout: Literal[1, 2] = 1
     grad_checkpointing: bool = False
     qat_bits: Literal[0, 4] = 0  # 4: fake-quantize block linears (straight-through)
     qat_group: Literal[32, 64] = 32

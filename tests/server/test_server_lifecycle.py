@@ -173,6 +173,7 @@ def test_tcp_binds_localhost_only():
                 except subprocess.TimeoutExpired:
                     pass
         assert sock is not None, "server never listened"
+        sock.settimeout(60)  # the 0.1 s was for connecting; initialize may take longer
         body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize",
                            "params": {"processId": None, "rootUri": None, "capabilities": {}}}).encode()
         sock.sendall(b"Content-Length: %d\r\n\r\n" % len(body) + body)

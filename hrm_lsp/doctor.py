@@ -172,9 +172,34 @@ def check_model(path: Path | None = None) -> Check:
     return Check("model", "ok", f"{p} ({size / 1e6:.1f} MB, GGUF)")
 
 
+def check_index() -> Check:
+    """The suffix-array builder runs, and which tiers are persisted (docs/index.md)."""
+    import json
+
+    from hrm_lsp import paths
+    from hrm_lsp.index import SuffixIndex
+
+    try:
+        m = SuffixIndex.build([[3, 1, 4, 1, 5]], 8).longest_match([4, 1])
+        assert m.length == 2
+    except Exception as e:
+        return Check("index", "fail", f"the suffix-array builder does not run: {e}",
+                     "reinstall pydivsufsort (scripts/bootstrap.sh); completionSources=model "
+                     "works without the index")
+    tiers = []
+    for meta in sorted((paths.cache_dir() / "index").glob("*/meta.json")):
+        try:
+            info = json.loads(meta.read_text())
+            tiers.append(f"{info.get('key')} ({info.get('n_tokens', 0):,} tokens)")
+        except (OSError, ValueError):
+            tiers.append(f"{meta.parent.name} (unreadable: rebuilt on next use)")
+    persisted = ", ".join(tiers) if tiers else "none yet (the stdlib tier is built on first use)"
+    return Check("index", "ok", f"persisted tiers in {paths.cache_dir() / 'index'}: {persisted}")
+
+
 CHECKS: list[Callable[[], Check]] = [
     check_python, check_packages, check_go, check_tree_sitter, check_torch, check_onnx, check_mlx,
-    check_model,
+    check_model, check_index,
 ]
 
 

@@ -14,6 +14,10 @@ import pytest
 # Go must never reach the network in tests either.
 os.environ.setdefault("GOTOOLCHAIN", "local")
 os.environ.setdefault("GOPROXY", "off")
+# No standard-library / module-cache index tiers unless a test asks for them: each test
+# tokenizer would otherwise index the whole standard library (tens of CPU seconds) in every
+# server and `complete` the suite starts (docs/index.md).
+os.environ.setdefault("HRM_LSP_INDEX_STATIC", "off")
 
 
 def _go_root() -> Path | None:

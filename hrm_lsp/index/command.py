@@ -26,8 +26,8 @@ def _tokenizer(model: str | None):
     return tok
 
 
-def build(folders: list[Path], tokenizer, *, stdlib: bool = True, modcache: bool = True,
-          quiet: bool = False) -> RepoIndex:
+def build(folders: list[Path], tokenizer, *, stdlib: bool | None = None,
+          modcache: bool | None = None, quiet: bool = False) -> RepoIndex:
     """Build every tier now (the standard library's once per Go version: then it is read
     from the cache), reporting progress on stderr."""
     index = RepoIndex(tokenizer, stdlib=stdlib, modcache=modcache, background=False)

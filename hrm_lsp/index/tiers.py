@@ -42,7 +42,8 @@ log = get_logger(__name__)
 TIERS = ("document", "package", "workspace", "stdlib", "modcache")
 MAX_MATCH = 128  # longer matches add nothing to the estimate and cost query time
 CONTEXT_CHARS = 65_536  # the document before the cursor that the document tier indexes
-MAX_WORKSPACE_BYTES = 200_000_000  # past this the workspace tier stops adding files
+MAX_WORKSPACE_BYTES = 200_000_000
+STATIC_ENV = "HRM_LSP_INDEX_STATIC"  # past this the workspace tier stops adding files
 
 Progress = Callable[[str, int], None]
 
@@ -183,7 +184,8 @@ class RepoIndex:
     """All tiers for one workspace; see the module docstring. Knows no editor."""
 
     def __init__(self, tokenizer, *, cache_dir: Path | None = None, goroot: Path | None = None,
-                 stdlib: bool = True, modcache: bool = True, modcache_dir: Path | None = None,
+                 stdlib: bool | None = None, modcache: bool | None = None,
+                 modcache_dir: Path | None = None,
                  max_file_bytes: int = gofiles.MAX_FILE_BYTES,
                  max_workspace_bytes: int = MAX_WORKSPACE_BYTES, background: bool = True) -> None:
         self.tok = tokenizer
@@ -195,6 +197,11 @@ class RepoIndex:
             cache_dir = paths.cache_dir() / "index"
         self.cache_dir = Path(cache_dir)
         self.goroot = goroot
+        # HRM_LSP_INDEX_STATIC=off: no stdlib/module-cache tiers unless asked for (the test
+        # suite sets it: every test tokenizer would otherwise index the whole stdlib).
+        static = os.environ.get(STATIC_ENV, "").lower() not in ("off", "0", "false", "no")
+        stdlib = static if stdlib is None else stdlib
+        modcache = static if modcache is None else modcache
         self.use_stdlib, self.use_modcache = stdlib, modcache
         self.modcache_dir = modcache_dir
         self.max_file_bytes, self.max_workspace_bytes = max_file_bytes, max_workspace_bytes
@@ -216,7 +223,9 @@ class RepoIndex:
         self._packages: dict[tuple[str, str], SuffixIndex] = {}
         self._package_pending: set[tuple[str, str]] = set()
         self._dirty = False
-        self._generation = 0
+        # Bumped whenever a tier changes: answers computed before may differ now (the
+        # server keys its result cache on it).
+        self.version = 0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="hrm-index") if background else None
         self.ready = threading.Event()  # set when the first full build has finished
 
@@ -318,8 +327,8 @@ class RepoIndex:
         with self._lock:
             self._workspace = _Workspace(index, paths)
             self._packages.clear()
-            self._generation += 1
             self._dirty = False
+            self.version += 1
         info.files, info.tokens, info.bytes = len(docs), index.n_tokens, size
         info.seconds = time.monotonic() - t0
         info.state = "ready"
@@ -376,6 +385,7 @@ class RepoIndex:
                                  lambda: list(gofiles.stdlib_files(root)))
         with self._lock:
             self._static = [s for s in self._static if s.name != "stdlib"] + [tier]
+            self.version += 1
         info.tokens, info.files = tier.index.n_tokens, tier.index.n_docs
         info.bytes = int(tier.index.rev.nbytes + tier.index.sa.nbytes)
         info.persisted = str(self.cache_dir)
@@ -394,6 +404,7 @@ class RepoIndex:
                                            lambda d=d: list(gofiles.walk_go_files(d, tests=False))))
         with self._lock:
             self._static = [s for s in self._static if s.name != "modcache"] + tiers
+            self.version += 1
         info.files = len(tiers)
         info.tokens = sum(t.index.n_tokens for t in tiers)
         info.message = ", ".join(n for n, _ in mods) if mods else "no required modules in the module cache"
@@ -461,6 +472,7 @@ class RepoIndex:
         with self._lock:
             self._packages[key] = index
             self._package_pending.discard(key)
+            self.version += 1
 
     def prepare(self, path: str | None) -> None:
         """Build the package tier of ``path`` ahead of its first request (didOpen)."""

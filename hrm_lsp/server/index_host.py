@@ -51,6 +51,11 @@ class IndexHost:
         index.start(self.folders, progress_and_done)
         return True
 
+    @property
+    def version(self) -> int:
+        """Changes whenever the index's answers may have (part of the result-cache key)."""
+        return -1 if self.index is None else self.index.version
+
     def for_request(self, sources: str) -> Any:
         return None if sources == "model" else self.index
 

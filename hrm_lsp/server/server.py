@@ -503,7 +503,7 @@ class HrmLanguageServer(LanguageServer):
         if engine is None:
             return None
         s = self.settings
-        key = (doc.uri, doc.version, offset, multiline, plan)
+        key = (doc.uri, doc.version, offset, multiline, plan, self.index_host.version)
         hit = self.cache.get(key)
         if hit is not None:
             return None if getattr(hit, "withheld", None) else hit

@@ -41,8 +41,10 @@ PLAN = Plan("ADD", "func", ("join the words",))
 COUNT_AT = GO_SOURCE.index("func Count") + 5
 BODY = "return len(words)"
 # Generous time budget: the shared 2-core test machine may be slow; tests assert content.
+# The model alone: these tests check what the taught model answers through the server; the
+# repository index's mixing has its own tests (test_server_index.py).
 SETTINGS = {"device": "cpu", "timeBudgetMs": 120_000, "maxTokens": 6, "maxTokensMultiline": 64,
-            "debounceMs": 10}
+            "debounceMs": 10, "completionSources": "model"}
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from hrm_lsp.device import torch_threads
@@ -44,7 +45,9 @@ log = get_logger(__name__)
 
 _NEVER_CANCELLED = CancelToken()
 _TYPED_WORD = re.compile(r"[ \t]*[A-Za-z0-9_]*$")
-DIAG_TOKENS = 96  # room for the diagnostics of one refinement round (longer text is cut)
+DIAG_TOKENS = 96
+INDEX_CANDIDATES = 4  # first tokens the index source tries (then rescored with the suffix)
+SUFFIX_TOKENS, SUFFIX_CHARS = 8, 120  # how much of the text after the hole rescores them  # room for the diagnostics of one refinement round (longer text is cut)
 
 
 BACKENDS = ("auto", "onnx", "torch", "mlx")
@@ -382,35 +385,27 @@ class Engine:
         rule = StopRule(req.multiline, prefix, suffix, in_block=in_block,
                         syntax_errors=syntax_errors)
         weights = self._mix_weights
-        out: list[int] = []
-        logp: list[float] = []
-        text, reason = "", "max_tokens"
         ta = time.monotonic()
-        while True:
-            if cancel.cancelled:
-                reason = "cancelled"
+        # Candidates: the greedy continuation after each of the few most likely first tokens;
+        # the one whose text the lines after the hole follow best wins (fill-in-the-middle
+        # consistency, ``_suffix_logp``), with its own likelihood as the tie-breaker.
+        first = self._index_step(query, [], "", weights)
+        starts = [] if first is None else self._first_tokens(first, INDEX_CANDIDATES)
+        suffix_ids = self.tok.encode(suffix[:SUFFIX_CHARS])[:SUFFIX_TOKENS]
+        best = None
+        text, reason, logp, out = "", "eot", [], []
+        for k, start in enumerate(starts):
+            if k and (cancel.cancelled or time.monotonic() > deadline):
                 break
-            if len(out) >= req.max_tokens:
-                break
-            if time.monotonic() > deadline:
-                reason = "time"
-                break
-            allowed = self._allowed(text)
-            est = query.estimate(query.prefix_ids + out, weights.tier_bonus,
-                                 allowed=None if allowed is None else allowed.numpy())
-            if est is None:
-                reason = "eot"
-                break
-            nxt, share = est.top()
-            lam = weights.lam(est.tier, est.length, est.total, against="unigram")
-            out.append(nxt)
-            logp.append(math.log(max(1e-9, lam * share)))
-            text = self.tok.decode(out)
-            cut = rule.check(text)
-            if cut is not None:
-                text = text[:cut]
-                reason = "line" if not req.multiline else "block"
-                break
+            rule = StopRule(req.multiline, prefix, suffix, in_block=in_block,
+                            syntax_errors=syntax_errors)
+            cand = self._index_greedy(query, start, first, rule, req, weights, cancel, deadline)
+            fit = self._suffix_logp(query, cand[3], suffix_ids, weights) if len(starts) > 1 else 0.0
+            score = fit + sum(cand[2]) / max(1, len(cand[2]))
+            if best is None or score > best[0]:
+                best = (score, cand)
+        if best is not None:
+            text, reason, logp, out = best[1]
         timings.index_ms += (time.monotonic() - ta) * 1000
         timings.decode_tokens += len(out)
         if reason == "cancelled":
@@ -421,6 +416,62 @@ class Engine:
         conf = math.exp(sum(logp) / len(logp)) if logp else None
         return self._result(final, Plan(), validation, 1, t0, timings, reason, None, notes, conf,
                             "index")
+
+    def _index_step(self, query: Any, out: list[int], text: str, weights: Any):
+        allowed = self._allowed(text)
+        return query.estimate(query.prefix_ids + out, weights.tier_bonus,
+                              allowed=None if allowed is None else allowed.numpy())
+
+    @staticmethod
+    def _first_tokens(est: Any, k: int) -> list[tuple[int, float]]:
+        order = np.argsort(-est.counts, kind="stable")[:k]
+        return [(int(est.tokens[i]), float(est.counts[i]) / est.total) for i in order]
+
+    def _index_greedy(self, query, start, first, rule, req, weights, cancel, deadline):
+        """(text, stop reason, log-probabilities, ids) of the greedy ∞-gram continuation
+        that begins with ``start`` = (token, its share in ``first``)."""
+        out, logp = [start[0]], []
+        lam = weights.lam(first.tier, first.length, first.total, against="unigram")
+        logp.append(math.log(max(1e-9, lam * start[1])))
+        text, reason = self.tok.decode(out), "max_tokens"
+        cut = rule.check(text)
+        while cut is None:
+            if cancel.cancelled:
+                return text, "cancelled", logp, out
+            if len(out) >= req.max_tokens:
+                break
+            if time.monotonic() > deadline:
+                reason = "time"
+                break
+            est = self._index_step(query, out, text, weights)
+            if est is None:
+                reason = "eot"
+                break
+            nxt, share = est.top()
+            lam = weights.lam(est.tier, est.length, est.total, against="unigram")
+            out.append(nxt)
+            logp.append(math.log(max(1e-9, lam * share)))
+            text = self.tok.decode(out)
+            cut = rule.check(text)
+        if cut is not None:
+            text, reason = text[:cut], ("line" if not req.multiline else "block")
+            out = self.tok.encode(text)
+        return text, reason, logp, out
+
+    def _suffix_logp(self, query: Any, cand: list[int], suffix_ids: list[int], weights) -> float:
+        """Mean log-probability the index gives the first tokens after the hole once
+        ``cand`` is in it."""
+        ctx = query.prefix_ids + list(cand)
+        total = 0.0
+        for t in suffix_ids:
+            est = query.estimate(ctx, weights.tier_bonus)
+            p = 1e-4
+            if est is not None:
+                lam = weights.lam(est.tier, est.length, est.total, against="unigram")
+                p = max(p, lam * float(est.counts[est.tokens == t].sum()) / est.total)
+            total += math.log(p)
+            ctx.append(t)
+        return total / max(1, len(suffix_ids))
 
     def _skipped_notes(self, validation) -> list[str]:
         skipped = dict(getattr(validation, "skipped", None) or {})

@@ -462,6 +462,7 @@ def main() -> None:
         print(f"note: fewer cases than asked ({', '.join(short)})", file=sys.stderr)
     base = {"debounceMs": 0, "device": "cpu", **dict(args.setting)}
 
+    code_at_start = code_version()  # servers run the working tree: say what it was
     t0 = time.perf_counter()
     records = asyncio.run(run_all(args, model, repos, cases, texts, sources, base))
     serve_s = time.perf_counter() - t0
@@ -472,7 +473,8 @@ def main() -> None:
         "load_avg": [round(x, 1) for x in os.getloadavg()],
         "model": str(model),
         "model_bytes": model.stat().st_size,
-        "code": code_version(),
+        "code": code_at_start,
+        "code_changed_during_run": code_version() != code_at_start,
         "settings": base,
         "seed": args.seed,
         "repos": [repo_label(r) for r in repos],

@@ -502,8 +502,12 @@ def code_version() -> dict:
         r = subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True)
         return r.stdout.strip() if r.returncode == 0 else ""
 
+    import hashlib
+
+    diff = git("diff", "HEAD", "--", "hrm_lsp")
     return {"commit": git("rev-parse", "HEAD") or None,
-            "hrm_lsp_dirty": bool(git("status", "--porcelain", "--", "hrm_lsp"))}
+            "hrm_lsp_dirty": bool(git("status", "--porcelain", "--", "hrm_lsp")),
+            "hrm_lsp_diff_sha256": hashlib.sha256(diff.encode()).hexdigest()[:16] if diff else None}
 
 
 def _inside(p: Path, root: Path) -> bool:

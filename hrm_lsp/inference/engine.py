@@ -318,6 +318,23 @@ class Engine:
         if reason == "cancelled":
             return self._result(text, plan, None, 0, t0, timings, reason, None, notes)
         sources = "both" if mixer is not None else "model"
+        if mixer is not None and not req.refine:
+            # The index's own best candidate competes with the mixture's, on the same score
+            # (the suffix's fit and the candidate's mean log-probability): a weak model
+            # must not make "both" worse than the index alone.
+            ta = time.monotonic()
+            alt = self._best_index_candidate(req, query, prefix, suffix, in_block, cancel,
+                                             deadline)
+            if alt is not None and text != alt[1][0]:
+                suffix_ids = self.tok.encode(suffix[:SUFFIX_CHARS])[:SUFFIX_TOKENS]
+                ids = self.tok.encode(text)
+                mine = self._candidate_score(query, ids, self._index_logp(query, ids),
+                                             suffix_ids)
+                if alt[0] > mine:
+                    text, reason = alt[1][0], alt[1][1]
+                    lp = alt[1][2]
+                    self._confidence[text] = math.exp(sum(lp) / len(lp)) if lp else 0.0
+            timings.index_ms += (time.monotonic() - ta) * 1000
         if not req.refine:
             validation = self._check(req, text, timings, deadline, cancel)
             conf = self._confidence.get(text)
@@ -378,34 +395,11 @@ class Engine:
         if query is None:
             notes.append("no repository index for this request")
             return self._result("", Plan(), None, 0, t0, timings, "eot", None, notes, None, "index")
-        from hrm_lsp.validators import syntax_errors
-
         prefix, suffix = req.text[: req.offset], req.text[req.offset:]
         in_block = cursor_in_block(req.text, req.offset) if req.multiline else False
-        rule = StopRule(req.multiline, prefix, suffix, in_block=in_block,
-                        syntax_errors=syntax_errors)
-        weights = self._mix_weights
         ta = time.monotonic()
-        # Candidates: the greedy continuation after each of the few most likely first tokens;
-        # the one whose text the lines after the hole follow best wins (fill-in-the-middle
-        # consistency, ``_suffix_logp``), with its own likelihood as the tie-breaker.
-        first = self._index_step(query, [], "", weights)
-        starts = [] if first is None else self._first_tokens(first, INDEX_CANDIDATES)
-        suffix_ids = self.tok.encode(suffix[:SUFFIX_CHARS])[:SUFFIX_TOKENS]
-        best = None
-        text, reason, logp, out = "", "eot", [], []
-        for k, start in enumerate(starts):
-            if k and (cancel.cancelled or time.monotonic() > deadline):
-                break
-            rule = StopRule(req.multiline, prefix, suffix, in_block=in_block,
-                            syntax_errors=syntax_errors)
-            cand = self._index_greedy(query, start, first, rule, req, weights, cancel, deadline)
-            fit = self._suffix_logp(query, cand[3], suffix_ids, weights) if len(starts) > 1 else 0.0
-            score = fit + sum(cand[2]) / max(1, len(cand[2]))
-            if best is None or score > best[0]:
-                best = (score, cand)
-        if best is not None:
-            text, reason, logp, out = best[1]
+        best = self._best_index_candidate(req, query, prefix, suffix, in_block, cancel, deadline)
+        text, reason, logp, out = best[1] if best is not None else ("", "eot", [], [])
         timings.index_ms += (time.monotonic() - ta) * 1000
         timings.decode_tokens += len(out)
         if reason == "cancelled":
@@ -416,6 +410,35 @@ class Engine:
         conf = math.exp(sum(logp) / len(logp)) if logp else None
         return self._result(final, Plan(), validation, 1, t0, timings, reason, None, notes, conf,
                             "index")
+
+    def _best_index_candidate(self, req, query, prefix, suffix, in_block, cancel, deadline):
+        """(score, (text, stop reason, log-probabilities, ids)) of the index's best candidate,
+        or None. Candidates: the greedy continuation after each of the few most likely first
+        tokens; the one the text after the hole follows best wins (fill-in-the-middle
+        consistency, ``_suffix_logp``), its own mean log-probability breaking ties."""
+        from hrm_lsp.validators import syntax_errors
+
+        weights = self._mix_weights
+        first = self._index_step(query, [], "", weights)
+        if first is None:
+            return None
+        starts = self._first_tokens(first, INDEX_CANDIDATES)
+        suffix_ids = self.tok.encode(suffix[:SUFFIX_CHARS])[:SUFFIX_TOKENS]
+        best = None
+        for k, start in enumerate(starts):
+            if k and (cancel.cancelled or time.monotonic() > deadline):
+                break
+            rule = StopRule(req.multiline, prefix, suffix, in_block=in_block,
+                            syntax_errors=syntax_errors)
+            cand = self._index_greedy(query, start, first, rule, req, weights, cancel, deadline)
+            score = self._candidate_score(query, cand[3], cand[2], suffix_ids)
+            if best is None or score > best[0]:
+                best = (score, cand)
+        return best
+
+    def _candidate_score(self, query, ids: list[int], logp: list[float], suffix_ids) -> float:
+        return (self._suffix_logp(query, ids, suffix_ids, self._mix_weights)
+                + sum(logp) / max(1, len(logp)))
 
     def _index_step(self, query: Any, out: list[int], text: str, weights: Any):
         allowed = self._allowed(text)
@@ -458,20 +481,27 @@ class Engine:
             out = self.tok.encode(text)
         return text, reason, logp, out
 
-    def _suffix_logp(self, query: Any, cand: list[int], suffix_ids: list[int], weights) -> float:
-        """Mean log-probability the index gives the first tokens after the hole once
-        ``cand`` is in it."""
-        ctx = query.prefix_ids + list(cand)
-        total = 0.0
-        for t in suffix_ids:
+    def _index_logp(self, query: Any, ids: list[int]) -> list[float]:
+        """Log-probabilities the index (mixed with a unigram) gives ``ids`` one by one."""
+        return self._index_logps(query, query.prefix_ids, ids)
+
+    def _index_logps(self, query: Any, ctx: list[int], ids: list[int]) -> list[float]:
+        weights, ctx, out = self._mix_weights, list(ctx), []
+        for t in ids:
             est = query.estimate(ctx, weights.tier_bonus)
             p = 1e-4
             if est is not None:
                 lam = weights.lam(est.tier, est.length, est.total, against="unigram")
                 p = max(p, lam * float(est.counts[est.tokens == t].sum()) / est.total)
-            total += math.log(p)
+            out.append(math.log(p))
             ctx.append(t)
-        return total / max(1, len(suffix_ids))
+        return out
+
+    def _suffix_logp(self, query: Any, cand: list[int], suffix_ids: list[int], weights) -> float:
+        """Mean log-probability the index gives the first tokens after the hole once
+        ``cand`` is in it."""
+        lp = self._index_logps(query, query.prefix_ids + list(cand), suffix_ids)
+        return sum(lp) / max(1, len(lp))
 
     def _skipped_notes(self, validation) -> list[str]:
         skipped = dict(getattr(validation, "skipped", None) or {})

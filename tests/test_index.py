@@ -284,8 +284,9 @@ def engine(stdlib_src) -> Engine:
 def _req(**kw) -> CompletionRequest:
     at = SRC.index("\t\t\n\t}\n\treturn total\n}\n") + 2
     kw.setdefault("time_budget_ms", 60_000)
+    kw.setdefault("max_tokens", 24)
     return CompletionRequest(text=SRC, offset=at, path=None, refine=False, plan=False,
-                             stages=("syntax",), max_tokens=24, **kw)
+                             stages=("syntax",), **kw)
 
 
 def test_sources_index_completes_from_the_document_alone(engine):
@@ -304,9 +305,20 @@ def test_mixing_weights_move_between_model_and_index(engine, monkeypatch):
     model_only = engine.complete(_req(sources="model"), index=idx)
     assert model_only.sources == "model" and model_only.timings.index_ms == 0
     shape = MixWeights.prior().model.shape
-    monkeypatch.setattr(engine, "_mix_weights", MixWeights(np.zeros(shape), np.ones(shape)))
-    zero = engine.complete(_req(sources="both"), index=idx)
-    assert zero.text == model_only.text and zero.sources == "both"  # λ = 0: the model
+    # λ = 0: the mixed distribution is the model's own; λ = 1: the index's where it matches.
+    import torch
+
+    from hrm_lsp.inference.engine import _Mixer
+
+    r = _req()
+    q = idx.query(r.text, r.offset, None)
+    logits = torch.randn(engine.tok.vocab_size, generator=torch.Generator().manual_seed(0))
+    zero = _Mixer(q, MixWeights(np.zeros(shape), np.ones(shape))).mix(logits, [])
+    assert torch.allclose(zero, torch.log_softmax(logits, -1), atol=1e-5)
+    one = _Mixer(q, MixWeights(np.ones(shape), np.ones(shape))).mix(logits, [])
+    est = q.estimate(q.prefix_ids, {})
+    assert int(torch.argmax(one)) == est.top()[0]
+    assert torch.allclose(one.exp().sum(), torch.tensor(1.0), atol=1e-4)
     monkeypatch.setattr(engine, "_mix_weights", MixWeights(np.ones(shape), np.ones(shape)))
     one = engine.complete(_req(sources="both"), index=idx)
     assert one.text == "total += x"  # λ = 1 wherever the index matches: the index
@@ -317,3 +329,28 @@ def test_bad_sources_are_refused():
 
     with pytest.raises(InferenceError, match="sources must be one of"):
         CompletionRequest(text="x", offset=0, sources="gpu").validate()
+
+
+def test_speculative_decoding_gives_plain_greedy_output(engine, monkeypatch, tmp_path):
+    """The index drafts, the model verifies several tokens in one pass: same text as
+    decoding one token at a time, on requests where drafts are taken and where they fail."""
+    from hrm_lsp.inference import engine as engine_mod
+
+    ws = tmp_path / "ws"
+    _write(ws / "other.go", SRC.replace("Product", "Other"))
+    idx = RepoIndex(engine.tok, stdlib=False, modcache=False, background=False)
+    idx.start([ws])
+    reqs = [_req(sources="both", max_tokens=40),
+            CompletionRequest(text=SRC, offset=SRC.index("\ttotal := 1"), sources="both",
+                              plan=False, refine=False, stages=("syntax",), max_tokens=40,
+                              multiline=True, time_budget_ms=60_000)]
+    monkeypatch.setattr(engine_mod, "SPECULATE_TOKENS", 0)
+    plain = [engine.complete(r, index=idx, session_key="plain") for r in reqs]
+    assert all(c.timings.drafted_tokens == 0 for c in plain)
+    monkeypatch.setattr(engine_mod, "SPECULATE_TOKENS", 6)
+    fast = [engine.complete(r, index=idx, session_key="fast") for r in reqs]
+    assert [c.text for c in fast] == [c.text for c in plain]
+    assert sum(c.timings.drafted_tokens for c in fast) > 0
+    assert sum(c.timings.accepted_tokens for c in fast) > 0
+    # The session holds exactly what plain decoding left (no leftover draft tokens).
+    assert engine.sessions.get("fast").ids == engine.sessions.get("plain").ids

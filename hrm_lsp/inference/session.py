@@ -60,6 +60,20 @@ class Session:
         logits, refine = self.extend(ids[keep:])
         return logits, refine, keep
 
+    def extend_all(self, new: list[int]) -> list[torch.Tensor]:
+        """Run ``new`` ids; return the logits after each of them (speculative decoding)."""
+        if self.length + len(new) > self.capacity:
+            raise ValueError(f"{self.length + len(new)} tokens exceed the context ({self.capacity})")
+        if self._feature_context is not None or not getattr(self.runner, "batched", False):
+            return [self.extend([t])[0] for t in new]
+        try:
+            logits = self.runner.forward_all(new, self.cache)
+        except Exception:
+            self.reset()
+            raise
+        self.ids.extend(new)
+        return list(logits)
+
     def extend(self, new: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Run ``new`` ids after the cached ones; return the last position's outputs."""
         if self.length + len(new) > self.capacity:
@@ -92,6 +106,8 @@ class Runner:
 class TorchRunner(Runner):
     """PyTorch on the model's device (CPU, CUDA/ROCm, MPS)."""
 
+    batched = True  # a forward of several new tokens returns each one's logits cheaply
+
     def __init__(self, model):
         self.model = model
         self.device = next(model.parameters()).device
@@ -105,6 +121,12 @@ class TorchRunner(Runner):
         kwargs = {k: torch.from_numpy(v)[None].to(self.device) for k, v in feats.items()}
         out = self.model(x, cache=cache, last_only=True, **kwargs)
         return out.logits[0, -1], out.refine_logit[0, -1]
+
+    @torch.inference_mode()
+    def forward_all(self, ids, cache):
+        """Logits [len(ids), vocab] after each of ``ids`` (no byte features)."""
+        x = torch.tensor([ids], dtype=torch.long, device=self.device)
+        return self.model(x, cache=cache).logits[0]
 
 
 class MLXRunner(Runner):

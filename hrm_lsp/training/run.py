@@ -173,7 +173,8 @@ class StepBudget:
         sc = recipe.schedule
         caps = [f"recipe {self.recipe_steps}"]
         if self.epoch_cap is not None:
-            caps.append(f"{sc.max_epochs:g} epochs of {train_tokens:,} train tokens = {self.epoch_cap}")
+            caps.append(f"{sc.max_epochs:g} epoch{'' if sc.max_epochs == 1 else 's'} of "
+                        f"{train_tokens:,} train tokens = {self.epoch_cap}")
         if self.time_cap is not None:
             caps.append(f"{sc.max_minutes:g} min at {self.seconds_per_step:.2f} s/step = {self.time_cap}")
         return (f"step budget: {self.steps} steps of {recipe.tokens_per_step:,} tokens "

@@ -56,19 +56,19 @@ def one_package_repo(stdlib_src: Path, tmp_path_factory) -> Path:
 
 
 def test_step_budget_is_the_least_of_recipe_epochs_and_minutes():
-    r = load_recipe("finetune")  # 1000 steps, 3 epochs, 10 minutes; 8 x 512 tokens a step
-    assert (r.schedule.max_epochs, r.schedule.max_minutes) == (3.0, 10.0)
+    r = load_recipe("finetune")  # 1000 steps, 1 epoch, 10 minutes; 8 x 512 tokens a step
+    assert (r.schedule.max_epochs, r.schedule.max_minutes) == (1.0, 10.0)
     per_eval = 1 + r.run.eval_batches / (3 * r.run.eval_every)
     big_slow = step_budget(r, 50_000_000, seconds_per_step=4.0)  # time decides
     assert big_slow.steps == int(600 / (4.0 * per_eval)) and big_slow.epoch_cap > big_slow.steps
-    small_fast = step_budget(r, 100 * 4096, seconds_per_step=0.1)  # 3 epochs of 100 steps
-    assert small_fast.steps == 300 and small_fast.epoch_steps == 100
+    small_fast = step_budget(r, 100 * 4096, seconds_per_step=0.1)  # 1 epoch of 100 steps
+    assert small_fast.steps == 100 and small_fast.epoch_steps == 100
     huge_fast = step_budget(r, 50_000_000, seconds_per_step=0.01)  # the recipe's cap
     assert huge_fast.steps == 1000
     tiny = step_budget(r, 10, seconds_per_step=100.0)  # never fewer than a few steps
     assert tiny.steps == 10
     line = small_fast.summary(r, 100 * 4096)
-    assert "step budget: 300 steps" in line and "3 epochs of 409,600 train tokens = 300" in line
+    assert "step budget: 100 steps" in line and "1 epoch of 409,600 train tokens = 100" in line
     assert "ETA" in line and "tokens/s" in line
     assert progress_bar(3, 10, width=10) == "[###-------]  30%" and progress_bar(9, 4).startswith("[####")
 

@@ -43,7 +43,9 @@ TIERS = ("document", "package", "workspace", "stdlib", "modcache")
 MAX_MATCH = 128  # longer matches add nothing to the estimate and cost query time
 CONTEXT_CHARS = 65_536  # the document before the cursor that the document tier indexes
 MAX_WORKSPACE_BYTES = 200_000_000
-STATIC_ENV = "HRM_LSP_INDEX_STATIC"  # past this the workspace tier stops adding files
+STATIC_ENV = "HRM_LSP_INDEX_STATIC"
+MEMO_SIZE = 4096  # estimates memoised per query
+_MISSING = object()  # past this the workspace tier stops adding files
 
 Progress = Callable[[str, int], None]
 
@@ -106,6 +108,7 @@ class Query:
         self.prefix_ids = prefix_ids
         self.tok = owner.tok
         self.bonus = default_weights().tier_bonus
+        self._memo: dict = {}
         self._tiers: list[tuple[str, SuffixIndex, int | None]] = [("document", document, None)]
         if package is not None:
             self._tiers.append(("package", package, None))
@@ -139,6 +142,19 @@ class Query:
         those continuations count, and a tier backs off to shorter matches until one has
         them."""
         bonus = self.bonus if bonus is None else bonus
+        # One request asks for the same contexts many times (candidates, their rescoring,
+        # drafts): answers are memoised per query (the tiers do not change under it).
+        key = (tuple(ids[-MAX_MATCH:]), tuple(sorted(bonus.items())),
+               None if allowed is None else allowed.tobytes())
+        hit = self._memo.get(key, _MISSING)
+        if hit is not _MISSING:
+            return hit
+        best = self._estimate(ids, bonus, allowed)
+        if len(self._memo) < MEMO_SIZE:
+            self._memo[key] = best
+        return best
+
+    def _estimate(self, ids, bonus, allowed) -> Estimate | None:
         best, score = None, 0.0
         for name, index, exclude in self._tiers:
             limit = MAX_MATCH

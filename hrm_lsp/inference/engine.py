@@ -320,7 +320,7 @@ class Engine:
         if reason == "cancelled":
             return self._result(text, plan, None, 0, t0, timings, reason, None, notes)
         sources = "both" if mixer is not None else "model"
-        if mixer is not None and not req.refine:
+        if mixer is not None and not req.refine and not req.multiline:
             # The index's own best candidate competes with the mixture's, on the same score
             # (the suffix's fit and the candidate's mean log-probability): a weak model
             # must not make "both" worse than the index alone.
@@ -396,10 +396,11 @@ class Engine:
             session.cache.truncate(n)
             del session.ids[n:]
 
-    def _draft(self, mixer: _Mixer, out: list[int], req: CompletionRequest) -> list[int]:
-        """The index's guess of the next tokens after ``out`` (greedy ∞-gram)."""
-        room = min(SPECULATE_TOKENS, req.max_tokens - len(out) - 1,
-                   self.capacity - len(mixer.query.prefix_ids) - 2)
+    def _draft(self, mixer: _Mixer, out: list[int], req: CompletionRequest,
+               used: int) -> list[int]:
+        """The index's guess of the next tokens after ``out`` (greedy ∞-gram); ``used``:
+        the session's length (the draft must leave room in the window)."""
+        room = min(SPECULATE_TOKENS, req.max_tokens - len(out) - 1, self.capacity - used - 4)
         if room <= 0:
             return []
         ids = mixer.query.prefix_ids + out
@@ -651,7 +652,7 @@ class Engine:
             if pending:  # the draft went wrong here: forget the rest of it
                 self._truncate(session, start_len + len(out) - 1)
                 pending = []
-            draft = self._draft(mixer, out, req) if speculate else []
+            draft = self._draft(mixer, out, req, session.length) if speculate else []
             if draft:
                 all_logits = session.extend_all([nxt, *draft])
                 timings.drafted_tokens += len(draft)

@@ -25,8 +25,9 @@ class GPT(LMBase):
         self._init_or_tie(init)
 
     def forward(self, ids, nibble=None, acc=None, cache: KVCache | None = None,
-                last_only: bool = False) -> ModelOutput:
-        """Logits [B, T, V] and refine_logit [B, T] for ids [B, T] (positions after cache)."""
+                last_only: bool = False, lm_head: bool = True) -> ModelOutput:
+        """Logits [B, T, V] and refine_logit [B, T] for ids [B, T] (positions after cache);
+        ``lm_head=False`` as in HRGC (``hidden`` instead of logits)."""
         pos = self.check_inputs(ids, cache)
         T = ids.shape[1]
         cos, sin = self.rope_cos[pos:pos + T], self.rope_sin[pos:pos + T]
@@ -39,5 +40,6 @@ class GPT(LMBase):
                 x = layer(x, cos, sin, pos, cache, i)
         if cache is not None:
             cache.advance(T)
-        logits, refine_logit = self.heads(self.norm(x), last_only)
-        return ModelOutput(logits, refine_logit, None)
+        z = self.norm(x)
+        logits, refine_logit = self.heads(z, last_only, lm_head)
+        return ModelOutput(logits, refine_logit, None, None if lm_head else z)

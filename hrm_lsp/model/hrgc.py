@@ -186,9 +186,10 @@ class HRGCState:
 
 @dataclass
 class ModelOutput:
-    logits: torch.Tensor  # [B, T, vocab] (T = 1 with last_only)
+    logits: torch.Tensor | None  # [B, T, vocab] (T = 1 with last_only); None with lm_head=False
     refine_logit: torch.Tensor  # [B, T]: will the code so far pass the validators?
     state: HRGCState | None = None  # HRGC only
+    hidden: torch.Tensor | None = None  # [B, T, D]: what the output head reads (lm_head=False)
 
 
 # ---------------------------------------------------------------------------------------
@@ -271,10 +272,13 @@ class LMBase(nn.Module):
                 raise ValueError(f"token ids must be in [0, {self.cfg.vocab_size}), got {lo}..{hi}")
         return pos
 
-    def heads(self, z: torch.Tensor, last_only: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def heads(self, z: torch.Tensor, last_only: bool,
+              lm_head: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(logits, refine_logit); logits None when ``lm_head`` is False: training then applies
+        the output head inside its fused, chunked loss (``training.loss.fused_linear_ce``)."""
         if last_only:
             z = z[:, -1:]
-        return self.lm_head(z), self.refine_head(z).squeeze(-1)
+        return (self.lm_head(z) if lm_head else None), self.refine_head(z).squeeze(-1)
 
     def new_cache(self, batch: int = 1, max_len: int | None = None) -> KVCache:
         """A preallocated cache for ``batch`` rows and up to ``max_len`` positions."""
@@ -336,8 +340,9 @@ class HRGC(LMBase):
         return module(z, inj, cos, sin, pos, cache, slot0)
 
     def forward(self, ids, nibble=None, acc=None, cache: KVCache | None = None,
-                last_only: bool = False) -> ModelOutput:
-        """Logits [B, T, V] and refine_logit [B, T] for ids [B, T] (positions after cache)."""
+                last_only: bool = False, lm_head: bool = True) -> ModelOutput:
+        """Logits [B, T, V] and refine_logit [B, T] for ids [B, T] (positions after cache);
+        with ``lm_head=False`` no logits, and ``hidden`` = the state the head reads."""
         cfg = self.cfg
         pos = self.check_inputs(ids, cache)
         B, T = ids.shape
@@ -361,5 +366,5 @@ class HRGC(LMBase):
 
         if cache is not None:
             cache.advance(T)
-        logits, refine_logit = self.heads(z_H, last_only)
-        return ModelOutput(logits, refine_logit, HRGCState(z_H, z_L))
+        logits, refine_logit = self.heads(z_H, last_only, lm_head)
+        return ModelOutput(logits, refine_logit, HRGCState(z_H, z_L), None if lm_head else z_H)

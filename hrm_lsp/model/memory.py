@@ -131,8 +131,12 @@ def activation_bytes(cfg: ModelConfig, batch: int, seq_len: int, act_bytes: int 
 def estimate_memory(cfg: ModelConfig, batch: int, seq_len: int, *, param_dtype: str = "float32",
                     act_dtype: str | None = None, training: bool = True,
                     grad_mode: str | None = None, checkpointing: bool | None = None,
-                    optimizer: str = "adamw") -> MemoryEstimate:
-    """Peak bytes of one training step (or, with ``training=False``, a no-grad forward)."""
+                    optimizer: str = "adamw", fused_head: bool = False) -> MemoryEstimate:
+    """Peak bytes of one training step (or, with ``training=False``, a no-grad forward).
+
+    ``fused_head``: the training loss runs the output head fused and chunked
+    (``training.loss.fused_linear_ce``, ``run.fused_loss``): no [N, V] logits, but two
+    chunks of logits and the head's gradient ``[V, d]`` in fp32."""
     if batch < 1 or seq_len < 1:
         raise ValueError(f"batch and seq_len must be >= 1 (got {batch}, {seq_len})")
     P = count_params(cfg)
@@ -153,6 +157,10 @@ def estimate_memory(cfg: ModelConfig, batch: int, seq_len: int, *, param_dtype: 
     saved, recompute = activation_bytes(cfg, batch, seq_len, a, grad_mode, checkpointing)
     saved += N * 8 * (3 if cfg.byte_features else 1)  # int64 ids (and features) for embedding backward
     head = 4 * N * V * 4
+    if fused_head:
+        from hrm_lsp.training.loss import HEAD_CHUNK
+
+        head = 2 * min(N, HEAD_CHUNK) * V * 4 + V * D * 4 + N * D * 4  # + the state's gradient
     opt_step = P * 4 if states else 0
     total = params + opt + grads + max(saved + head, saved + recompute, opt_step)
     return MemoryEstimate(params, grads, opt, saved + recompute, head, opt_step, total)

@@ -6,6 +6,7 @@ evaluate and checkpoint. Everything a resume needs (weights, optimizer state, st
 each rank's data position and RNG) is in the checkpoint, so a resumed run continues exactly.
 
 A backend offers: ``train_step(micro, lr_scale)``, ``eval_nats(targets, feats)``,
+``set_qat(on)`` (used with ``run.qat_start``),
 ``model_tensors()``, ``optimizer_tensors()``, ``rng_state()``, ``num_params()`` and
 ``peak_memory_bytes()``.
 """
@@ -143,6 +144,9 @@ def _fit(trainer, data, ctx: RunContext, st: RunState, stop: _StopAtStepEnd) -> 
     r = ctx.recipe
     accum = r.optim.grad_accum
     tokens_per_step = r.data.batch_size * r.data.seq_len * accum * ctx.dist.world_size
+    qat_from = int(r.run.qat_start * ctx.total_steps) if r.run.qat else 0
+    if qat_from:  # QAT for the final part of the run only (run.qat_start)
+        trainer.set_qat(st.step >= qat_from)
     if st.step == 0 and ctx.dist.is_main:
         # The untrained model's score: the baseline every later evaluation is read against.
         first = evaluate(trainer, data)
@@ -154,6 +158,8 @@ def _fit(trainer, data, ctx: RunContext, st: RunState, stop: _StopAtStepEnd) -> 
     window_t, window_steps = time.perf_counter(), 0
     while st.step < ctx.total_steps:
         t0 = time.perf_counter()
+        if qat_from:
+            trainer.set_qat(st.step >= qat_from)
         micro = [next(batches) for _ in range(accum)]
         m = trainer.train_step([(t, f) for t, f, _ in micro], lr_scale(st.step, r.schedule))
         st.step += 1

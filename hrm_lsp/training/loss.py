@@ -106,47 +106,140 @@ def make_targets(ids: np.ndarray, sym: SymbolIds) -> Targets:
 
 # --- torch --------------------------------------------------------------------------------
 
+HEAD_CHUNK = 1024  # rows of the output head computed at once by the fused loss
 
-def torch_loss(logits, refine_logit, batch: dict, cfg: LossSection):
+
+def token_weights(batch: dict, cfg: LossSection):
+    """Per-target weights [B, T] of the LM part of the loss: it is ``Σ w · CE``.
+
+    ``lm``: ``1/n`` on every non-pad target. ``multitask``: ``(pw + cw) · w_t / Σ w_t`` with
+    ``w_t = pw`` on plan targets and ``cw`` on code targets (module docstring)."""
+    plan_m, code_m = batch["plan_mask"], batch["code_mask"]
+    if cfg.mode == "lm":
+        all_m = (plan_m | code_m).float()
+        return all_m / all_m.sum().clamp(min=1)
+    pw, cw = cfg.plan_weight, cfg.code_weight
+    w = pw * plan_m.float() + cw * code_m.float()
+    return (pw + cw) * w / w.sum().clamp(min=1e-9)
+
+
+class _FusedLinearCE:
+    """Output head + cross-entropy in chunks of rows, gradients computed in the forward.
+
+    The [N, V] logits never exist whole: each chunk's logits are made in fp32, reduced to
+    its CE and turned into its gradient at once, ``(softmax - onehot) · w``, which is where
+    the loss's weights come in (known before the forward, ``token_weights``). Backward only
+    scales the stored gradients by the upstream scalar. Saves the log-softmax, its backward
+    and the [N, V] fills and copies of the unfused loss (docs/training.md, "Throughput")."""
+
+    @staticmethod
+    def run(z, weight, targets, w, chunk: int, need_grad: bool):
+        import torch
+
+        N = z.shape[0]
+        ce = torch.empty(N, dtype=torch.float32, device=z.device)
+        zf, wf = z.float(), weight.float()
+        gz = torch.empty_like(zf) if need_grad else None
+        gw = torch.zeros_like(wf) if need_grad else None
+        for a in range(0, N, chunk):
+            b = min(N, a + chunk)
+            logits = zf[a:b] @ wf.T  # [n, V]
+            t = targets[a:b]
+            lse = torch.logsumexp(logits, dim=-1)
+            ce[a:b] = lse - logits.gather(1, t[:, None]).squeeze(1)
+            if need_grad:
+                p = torch.exp_(logits.sub_(lse[:, None]))  # softmax, in place
+                p[torch.arange(b - a, device=z.device), t] -= 1.0
+                p.mul_(w[a:b, None])
+                gz[a:b] = p @ wf
+                gw.addmm_(p.T, zf[a:b])
+        return ce, gz, gw
+
+
+def _fused_fn():
+    import torch
+
+    class Fused(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, z, weight, targets, w, chunk):
+            ce, gz, gw = _FusedLinearCE.run(z, weight, targets, w, chunk, need_grad=True)
+            ctx.save_for_backward(gz.to(z.dtype), gw.to(weight.dtype))
+            ctx.mark_non_differentiable(ce)
+            return (ce * w).sum(), ce
+
+        @staticmethod
+        def backward(ctx, grad_loss, _grad_ce):
+            gz, gw = ctx.saved_tensors
+            return gz * grad_loss, gw * grad_loss, None, None, None
+
+    return Fused
+
+
+_FUSED = None
+
+
+def fused_linear_ce(z, weight, targets, w, chunk: int = HEAD_CHUNK):
+    """(Σ w·CE, CE per row) of ``z @ weight.T`` against ``targets``; z [N, D], weight [V, D],
+    targets [N], w [N]. Differentiable in z and weight (only through the weighted sum)."""
+    import torch
+
+    global _FUSED
+    if not (torch.is_grad_enabled() and (z.requires_grad or weight.requires_grad)):
+        with torch.no_grad():
+            ce = _FusedLinearCE.run(z, weight, targets, w, chunk, need_grad=False)[0]
+        return (ce * w).sum(), ce
+    if _FUSED is None:
+        _FUSED = _fused_fn()
+    return _FUSED.apply(z, weight, targets, w.float(), chunk)
+
+
+def torch_loss(logits, refine_logit, batch: dict, cfg: LossSection, head_weight=None):
     """Training loss for one micro-batch on torch; returns (loss, parts).
 
     ``parts`` are detached 0-d tensors (plan, code, refine or lm, and nats: the summed CE
     over non-pad targets), left on the device so that a step needs no host sync.
 
-    ``batch`` holds the Targets fields as tensors on the model's device.
+    ``batch`` holds the Targets fields as tensors on the model's device. With
+    ``head_weight`` (the output head's [V, D] weight), ``logits`` is instead the hidden state
+    [B, T, D] the head reads (``model(..., lm_head=False).hidden``), and the head and the CE
+    run fused and chunked (``fused_linear_ce``): the same loss, without the [B, T, V] logits.
     """
     import torch.nn.functional as F
 
-    B, T, V = logits.shape
-    # fp32 for the softmax even under bf16 autocast: the CE of a 50k vocabulary in bf16 is
-    # noticeably coarser.
-    ce = F.cross_entropy(logits.float().reshape(B * T, V), batch["targets"].reshape(-1), reduction="none")
-    ce = ce.reshape(B, T)
+    w = token_weights(batch, cfg)
     plan_m, code_m = batch["plan_mask"], batch["code_mask"]
-    plan_n, code_n = plan_m.sum(), code_m.sum()
+    B, T = plan_m.shape
+    if head_weight is not None:
+        lm, ce = fused_linear_ce(logits.reshape(B * T, -1), head_weight,
+                                 batch["targets"].reshape(-1), w.reshape(-1))
+    else:
+        V = logits.shape[-1]
+        # fp32 for the softmax even under bf16 autocast: the CE of a 50k vocabulary in bf16
+        # is noticeably coarser.
+        ce = F.cross_entropy(logits.float().reshape(B * T, V), batch["targets"].reshape(-1),
+                             reduction="none")
+        lm = (ce * w.reshape(-1)).sum()
+    ce = ce.reshape(B, T).detach()
     parts: dict = {}
     if cfg.mode == "lm":
-        all_m = plan_m | code_m
-        loss = (ce * all_m).sum() / all_m.sum().clamp(min=1)
-        parts["lm"] = loss.detach()
+        loss = lm
+        parts["lm"] = lm.detach()
         # The refinement head takes no part in an LM loss; a zero-weighted term keeps it in the
         # graph so DDP, which expects a gradient for every parameter, does not stall.
         loss = loss + 0.0 * refine_logit.float().sum()
     else:
-        plan_sum, code_sum = (ce * plan_m).sum(), (ce * code_m).sum()
-        plan, code = plan_sum / plan_n.clamp(min=1), code_sum / code_n.clamp(min=1)
-        pw, cw = cfg.plan_weight, cfg.code_weight
-        tokens = (pw * plan_sum + cw * code_sum) / (pw * plan_n + cw * code_n).clamp(min=1e-9)
+        plan = (ce * plan_m).sum() / plan_m.sum().clamp(min=1)
+        code = (ce * code_m).sum() / code_m.sum().clamp(min=1)
         ref_m = batch["refine_mask"]
         # Always touch refine_logit so DDP sees the refinement head used on every rank.
         bce = F.binary_cross_entropy_with_logits(
             refine_logit.float(), batch["refine_target"], reduction="none"
         )
         refine = (bce * ref_m).sum() / ref_m.sum().clamp(min=1)
-        loss = (pw + cw) * tokens + cfg.refine_weight * refine
+        loss = lm + cfg.refine_weight * refine
         parts.update(plan=plan, code=code, refine=refine)
     out = {k: v.detach() for k, v in parts.items()}
-    out["nats"] = (ce.detach() * (plan_m | code_m)).sum()
+    out["nats"] = (ce * (plan_m | code_m)).sum()
     return loss, out
 
 

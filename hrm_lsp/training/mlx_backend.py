@@ -97,6 +97,12 @@ class MLXTrainer:
         self.steps_done = 0
         self.device_description = f"MLX {mx.default_device()}"
         self.byte_features = bool(model.cfg.byte_features)
+        self._qat_on = True
+        self._build_step()
+
+    def _build_step(self) -> None:
+        """The (compiled when ``run.compile``) gradient and update functions."""
+        model, optimizer, recipe = self.model, self.optimizer, self.recipe
         state = [model.state, optimizer.state, mx.random.state]
         loss_cfg, clip = recipe.loss, recipe.optim.grad_clip
 
@@ -115,6 +121,20 @@ class MLXTrainer:
             grads_fn = partial(mx.compile, inputs=state, outputs=state)(grads_fn)
             update_fn = partial(mx.compile, inputs=state, outputs=state)(update_fn)
         self._grads, self._update = grads_fn, update_fn
+
+    def set_qat(self, on: bool) -> None:
+        """Fake quantisation of the block linears on or off (``run.qat_start``); a compiled
+        step is traced again after a change (the switch is a constant of the trace)."""
+        from hrm_lsp.model.mlx_hrgc import Linear
+
+        if on == self._qat_on:
+            return
+        self._qat_on = on
+        for _, m in self.model.named_modules():
+            if isinstance(m, Linear):
+                _, group, symmetric = m._qat
+                m._qat = (self.model.cfg.qat_bits if on else 0, group, symmetric)
+        self._build_step()
 
     @classmethod
     def create(cls, recipe: Recipe, cfg) -> MLXTrainer:

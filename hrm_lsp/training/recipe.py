@@ -135,11 +135,20 @@ class RunSection:
     qat: bool = False  # straight-through fake quantisation of linear weights
     qat_bits: int = 4
     qat_group: int = 32
+    # QAT only from this fraction of the run's steps on (0: from the start): fake
+    # quantisation costs time and early training gains nothing from it (docs/training.md).
+    qat_start: float = 0.0
+    threads: int = 0  # torch CPU threads for the run (0: torch's default)
+    fused_loss: bool = True  # torch: output head + CE fused and chunked (training/loss.py)
 
     def validate(self) -> None:
         for name in ("log_every", "eval_every", "eval_batches", "keep_last"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"run.{name} must be >= 1")
+        if not 0.0 <= self.qat_start < 1.0:
+            raise ConfigError(f"run.qat_start must be in [0, 1) (got {self.qat_start})")
+        if self.threads < 0:
+            raise ConfigError(f"run.threads must be >= 0 (got {self.threads})")
         if self.checkpoint_every < 0:
             raise ConfigError("run.checkpoint_every must be >= 0 (0: once per epoch)")
 

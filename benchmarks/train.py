@@ -7,6 +7,8 @@ directory (``--data``, its tokenizer must fit the preset's vocabulary) or, by de
 uniformly random ids: the step's cost does not depend on the token values.
 
     python benchmarks/train.py                                  # CPU: tiny, small, default x torch, mlx
+    python benchmarks/train.py --recipe small-cpu --backends torch \
+        --set run.fused_loss=false                              # a recipe's own model and batch
     python benchmarks/train.py --presets default --backends torch --device cuda \\
         --batch 32 --seq 1024 --bf16 --compile                  # GPU: tokens/s, MFU, memory
 
@@ -68,9 +70,13 @@ def make_batches(cfg, batch: int, seq: int, n: int, data: str | None, seed: int 
     return out
 
 
-def make_trainer(backend: str, name: str, cfg, device: str, bf16: bool, compile_: bool):
+def make_trainer(backend: str, name: str, cfg, device: str, bf16: bool, compile_: bool,
+                 recipe_name: str = "tiny", extra: tuple[str, ...] = ()):
     overrides = [f"run.bf16={'true' if bf16 else 'false'}", f"run.compile={'true' if compile_ else 'false'}"]
-    recipe = load_recipe("tiny", overrides)
+    if recipe_name != "tiny":  # a named recipe keeps its own switches unless --bf16/--compile
+        overrides = [o for o, flag in zip(overrides, (bf16, compile_), strict=True) if flag]
+    overrides += list(extra)
+    recipe = load_recipe(recipe_name, overrides)
     if backend == "torch":
         from hrm_lsp.device import resolve_device
         from hrm_lsp.model import build_model
@@ -98,11 +104,21 @@ def sync(trainer) -> None:
 
 def bench_one(backend: str, name: str, args) -> dict:
     batch, seq = CPU_SHAPES.get(name, (8, 256))
+    recipe_name = "tiny"
+    if not args.recipe:
+        cfg = preset(name)
+    else:  # the recipe's model (its overrides, QAT, vocabulary) and batch shape
+        from hrm_lsp.training.run import model_config_for, recipe_vocab_size
+
+        recipe_name = name = args.recipe
+        r = load_recipe(recipe_name, list(args.set))
+        cfg = model_config_for(r, recipe_vocab_size(r))
+        batch, seq = r.data.batch_size, r.data.seq_len
     batch, seq = args.batch or batch, args.seq or seq
-    cfg = preset(name)
     if seq > cfg.max_seq_len:
         cfg = cfg.replace(max_seq_len=seq)
-    trainer, device = make_trainer(backend, name, cfg, args.device, args.bf16, args.compile)
+    trainer, device = make_trainer(backend, name, cfg, args.device, args.bf16, args.compile,
+                                   recipe_name, tuple(args.set))
     batches = make_batches(cfg, batch, seq, 2, args.data)
     for i in range(args.warmup):
         m = trainer.train_step([batches[i % 2]], 1.0)
@@ -112,12 +128,15 @@ def bench_one(backend: str, name: str, args) -> dict:
         import torch
 
         torch.cuda.reset_peak_memory_stats(trainer.device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for i in range(args.steps):
         m = trainer.train_step([batches[i % 2]], 1.0)
     loss = float(m["loss"])  # forces the last step's work
     sync(trainer)
     dt_s = (time.perf_counter() - t0) / args.steps
+    # CPU seconds of this process per step: on a machine shared with other jobs, tokens per
+    # CPU-second compares code changes where wall time mostly measures the neighbours.
+    cpu_s = (time.process_time() - c0) / args.steps
     tok_s = batch * seq / dt_s
     fpt = flops_per_token(cfg, seq, training=True).total
     bf16 = args.bf16 and backend == "torch" and "cpu" not in device.lower()
@@ -127,8 +146,10 @@ def bench_one(backend: str, name: str, args) -> dict:
     return {
         "backend": backend, "preset": name, "params": trainer.num_params(), "device": device,
         "batch": batch, "seq": seq, "ms_step": 1000 * dt_s, "tok_s": tok_s, "loss": loss,
+        "tok_cpu_s": batch * seq / max(cpu_s, 1e-9),
         "gflop_s": fpt * tok_s / 1e9, "mfu": util, "peak_gib": None if peak is None else peak / 2**30,
-        "est_gib": est.total / 2**30, "bf16": bf16, "compile": args.compile,
+        "est_gib": est.total / 2**30, "bf16": bf16,
+        "compile": bool(getattr(trainer, "recipe", None) and trainer.recipe.run.compile),
     }
 
 
@@ -143,9 +164,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (GPUs)")
-    p.add_argument("--compile", action="store_true", help="torch.compile / mx.compile the step")
+    p.add_argument("--compile", action="store_true", help="torch.compile / mx.compile the step "
+                   "(with --recipe: the recipe's run.compile unless given)")
     p.add_argument("--data", default=None, help="prepared data directory for real batches")
+    p.add_argument("--recipe", default="", help="time this recipe's model and batch (replaces --presets)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="recipe override, as `hrm-lsp train --set` (repeatable)")
     args = p.parse_args(argv)
+    if args.recipe:
+        args.presets = args.recipe
     if args.threads:
         import torch
 
@@ -156,7 +183,8 @@ def main(argv: list[str] | None = None) -> None:
             r = bench_one(backend, name, args)
             rows.append(r)
             print(f"{backend:5s} {name:8s} {r['params'] / 1e6:6.2f}M  B{r['batch']}xT{r['seq']}  "
-                  f"{r['ms_step']:9.1f} ms/step  {r['tok_s']:10,.0f} tok/s  {r['gflop_s']:8.1f} GFLOP/s"
+                  f"{r['ms_step']:9.1f} ms/step  {r['tok_s']:10,.0f} tok/s  "
+                  f"{r['tok_cpu_s']:10,.0f} tok/CPU-s  {r['gflop_s']:8.1f} GFLOP/s"
                   + (f"  MFU {100 * r['mfu']:.1f}%" if r["mfu"] is not None else "")
                   + (f"  peak {r['peak_gib']:.2f} GiB (est {r['est_gib']:.2f})" if r["peak_gib"] is not None else ""),
                   flush=True)

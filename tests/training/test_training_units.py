@@ -289,3 +289,45 @@ def test_multitask_loss_weights_plan_tokens_per_token_not_per_group():
     w = torch.where(plan[0], 0.8, 0.4)
     assert float(loss2) == pytest.approx(1.2 * float((w * ce).sum() / w.sum()), rel=1e-6)
     assert float(parts["plan"]) == pytest.approx(float(ce[0]), rel=1e-6)
+
+
+@pytest.mark.parametrize("tie,mode", [(True, "multitask"), (False, "lm")])
+def test_fused_head_loss_equals_the_plain_loss_and_gradients(tie, mode):
+    import torch
+
+    from hrm_lsp.model import build_model, preset
+    from hrm_lsp.training.loss import fused_linear_ce, torch_loss
+    from hrm_lsp.training.recipe import LossSection
+
+    torch.manual_seed(0)
+    m = build_model(preset("tiny", tie_embeddings=tie)).train()
+    ids = torch.randint(1, 512, (2, 33))
+    plan = torch.zeros(2, 32, dtype=torch.bool)
+    plan[:, :3] = True
+    refine = torch.zeros(2, 32, dtype=torch.bool)
+    refine[0, 5] = True
+    batch = {"targets": ids[:, 1:], "plan_mask": plan, "code_mask": ~plan, "refine_mask": refine,
+             "refine_target": refine.float()}
+    cfg = LossSection(mode=mode)
+    got = []
+    for fused in (False, True):
+        m.zero_grad()
+        out = m(ids[:, :-1], lm_head=not fused)
+        assert (out.logits is None) == fused and (out.hidden is None) != fused
+        loss, parts = torch_loss(out.hidden if fused else out.logits, out.refine_logit, batch, cfg,
+                                 head_weight=m.lm_head.weight if fused else None)
+        loss.backward()
+        got.append((float(loss), {n: p.grad.clone() for n, p in m.named_parameters()
+                                  if p.grad is not None}, float(parts["nats"])))
+    (l0, g0, n0), (l1, g1, n1) = got
+    assert l1 == pytest.approx(l0, rel=1e-6) and n1 == pytest.approx(n0, rel=1e-6)
+    assert set(g0) == set(g1)
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], atol=1e-6, rtol=1e-5)
+    # Chunking does not change the result, and without autograd it is the plain CE.
+    z, w = torch.randn(50, 16), torch.randn(30, 16)
+    t, wt = torch.randint(0, 30, (50,)), torch.rand(50)
+    a, ce_a = fused_linear_ce(z, w, t, wt, chunk=7)
+    b, ce_b = fused_linear_ce(z, w, t, wt, chunk=1024)
+    torch.testing.assert_close(ce_a, ce_b)
+    torch.testing.assert_close(ce_a, torch.nn.functional.cross_entropy(z @ w.T, t, reduction="none"))

@@ -105,6 +105,10 @@ class Engine:
         self.backend = backend
         if backend == "torch" and threads is None and self.device.type == "cpu":
             self.threads = 1
+        # torch's threads while generating: with the onnx backend the model runs in ONNX
+        # Runtime's own threads and torch only does small per-token ops (sampling, mixing
+        # with the index), which two threads make many times slower on a busy 2-core CPU.
+        self._torch_threads = 1 if backend == "onnx" else self.threads
         self.sessions = SessionPool(model, tokenizer, self.capacity, max_sessions, runner)
         from hrm_lsp.index.mix import default_weights
 
@@ -187,7 +191,7 @@ class Engine:
         if heal:  # complete from the token boundary before the cursor (token healing)
             o = req.offset - len(heal)
             inner = replace(req, text=req.text[:o] + req.text[req.offset:], offset=o)
-        with self._lock, torch_threads(self.threads):
+        with self._lock, torch_threads(self._torch_threads):
             self._must_start = heal
             try:
                 comp = self._complete(inner, cancel, session_key, index)
@@ -757,7 +761,7 @@ class Engine:
         """Like ``complete`` but with a given plan instead of one the model writes."""
         req.validate()
         cancel = cancel or _NEVER_CANCELLED
-        with self._lock, torch_threads(self.threads):
+        with self._lock, torch_threads(self._torch_threads):
             self._forced_plan = plan
             try:
                 comp = self._complete(replace(req, plan=False), cancel, session_key)
@@ -786,7 +790,7 @@ class Engine:
         prompt = fim_prompt(self.tok, text[:offset], text[offset:], budget)
         ids = list(prompt.ids) + self._middle_head(None) + list(middle)
         ids = ids[-self.capacity:]
-        with self._lock, torch_threads(self.threads), torch.inference_mode():
+        with self._lock, torch_threads(self._torch_threads), torch.inference_mode():
             x = torch.tensor([ids], dtype=torch.long, device=self.device)
             out = self.model(x)
         logits = out.logits[0, len(ids) - len(middle) - 1: len(ids) - 1].float()

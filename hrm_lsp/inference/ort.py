@@ -406,6 +406,9 @@ class ORTRunner(Runner):
         so = ort.SessionOptions()
         so.intra_op_num_threads = self.opts.threads
         so.inter_op_num_threads = 1
+        # No busy-waiting between runs: the engine does Python work (index lookups, mixing)
+        # between tokens, and spinning ORT threads would take the cores from it.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3

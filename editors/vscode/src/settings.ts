@@ -32,6 +32,8 @@ export const SERVER_SETTINGS: Readonly<Record<string, SettingKind>> = {
   debounceMs: "integer",
   timeBudgetMs: "integer",
   maxContextChars: "integer",
+  completionSources: "string",
+  minConfidence: "number",
 };
 
 /** `hrmLsp.*` settings that only this client reads. */

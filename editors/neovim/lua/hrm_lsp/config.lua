@@ -21,6 +21,8 @@ M.SERVER_SETTINGS = {
   debounceMs = "number",
   timeBudgetMs = "number",
   maxContextChars = "number",
+  completionSources = "string",
+  minConfidence = "number",
 }
 
 M.defaults = {

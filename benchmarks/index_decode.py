@@ -71,6 +71,23 @@ def run(engine, index, cases, *, multiline: bool, sources: str) -> dict:
             "n": len(lat)}
 
 
+def cold_first_request(engine, n: int = 6) -> dict:
+    """The first request in a file: an empty session, a full window of prompt (strings.go)."""
+    from hrm_lsp.validators.go import find_go
+
+    src = (find_go().goroot / "src" / "strings" / "strings.go").read_text()
+    lat, pre = [], []
+    for i in range(n):
+        off = src.index("\n", 20_000 + 997 * i) + 1
+        req = CompletionRequest(text=src, offset=off, plan=False, refine=False, stages=("syntax",),
+                                max_tokens=16, sources="model")
+        t = time.perf_counter()
+        comp = engine.complete(req, session_key=f"cold-{time.time()}-{i}")
+        lat.append((time.perf_counter() - t) * 1000)
+        pre.append((round(comp.timings.prefill_ms), comp.timings.prefill_tokens))
+    return {"p50": statistics.median(lat), "prefill": pre}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None)
@@ -93,6 +110,9 @@ def main() -> None:
           f"{os.cpu_count()} cores; {time.strftime('%Y-%m-%d %H:%M')}", flush=True)
     for backend in args.backends.split(","):
         engine = Engine.load(args.model, backend=backend)
+        cold = cold_first_request(engine)
+        print(f"{backend:5} cold first request p50 {cold['p50']:.0f} ms; prefill (ms, tokens) "
+              f"{cold['prefill']}", flush=True)
         index = RepoIndex(engine.tok, background=False)
         index.start([repo])
         for spec in (0, engine_mod.SPECULATE_TOKENS or 6):

@@ -1,9 +1,10 @@
 """Which Go files each tier of the index reads (docs/index.md, "Tiers").
 
 - workspace: every ``.go`` file under the workspace folders, except ``vendor/``,
-  ``testdata/``, hidden and ``node_modules`` directories, files ignored by a ``.gitignore``,
-  generated files (``// Code generated … DO NOT EDIT.``), files over ``MAX_FILE_BYTES`` and
-  files that are not UTF-8;
+  ``testdata/``, hidden, ``_`` and ``node_modules`` directories, files git ignores (inside a
+  git repository), generated files (``// Code generated … DO NOT EDIT.``), files over
+  ``MAX_FILE_BYTES`` and files that are not UTF-8 -- the data pipeline's own walk and
+  checks (``hrm_lsp.data.sources``);
 - stdlib: ``GOROOT/src`` of the toolchain in use, without ``cmd/``, tests and testdata;
 - module cache: the sources of the modules the workspace's ``go.mod`` files require, at the
   required versions, under ``GOMODCACHE`` (without their tests).
@@ -13,99 +14,39 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-MAX_FILE_BYTES = 1_000_000  # larger .go files are almost always generated tables
-SKIP_DIRS = frozenset({"vendor", "testdata", "node_modules"})
-_GENERATED = re.compile(r"^// Code generated .* DO NOT EDIT\.$", re.MULTILINE)
+from hrm_lsp.data.sources import DEFAULT_MAX_FILE_BYTES, Skips, check_go_bytes, list_go_files
+
+MAX_FILE_BYTES = DEFAULT_MAX_FILE_BYTES  # larger .go files are almost always generated tables
 _REQUIRE_BLOCK = re.compile(r"^require\s*\((.*?)^\)", re.MULTILINE | re.DOTALL)
 _REQUIRE_LINE = re.compile(r"^require\s+(\S+)\s+(\S+)", re.MULTILINE)
 
 
-@dataclass(frozen=True)
-class Skipped:
-    path: str
-    why: str
-
-
-def read_go_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> tuple[str | None, str | None]:
-    """(text, None) for an indexable Go file, else (None, why it is skipped)."""
+def read_go_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> tuple[str | None, str]:
+    """(text, "") for an indexable Go file, else (None, why it is skipped): the data
+    pipeline's own checks (size, empty, binary, UTF-8, generated)."""
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            return None, f"over {max_bytes} bytes"
-        data = path.read_bytes()
-    except OSError as e:
-        return None, f"unreadable ({e.strerror or e})"
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None, "not UTF-8"
-    if "\0" in text:
-        return None, "binary"
-    if _GENERATED.search(text[:4096]):
-        return None, "generated"
-    return text, None
+        if Path(path).stat().st_size > max_bytes:
+            return None, "too large"
+        data = Path(path).read_bytes()
+    except OSError:
+        return None, "unreadable"
+    return check_go_bytes(data, max_bytes)
 
 
-def _gitignore(dirpath: Path):
-    f = dirpath / ".gitignore"
-    if not f.is_file():
-        return None
-    try:
-        import pathspec
-
-        return pathspec.PathSpec.from_lines("gitignore", f.read_text(errors="replace").splitlines())
-    except Exception:  # an unreadable or odd .gitignore ignores nothing
-        return None
+def walk_go_files(root: Path, *, tests: bool = True) -> list[Path]:
+    """``.go`` files under ``root``, sorted: the data pipeline's walk (vendor/, testdata/,
+    hidden and ``_`` directories skipped, ``.gitignore`` honoured inside git repositories)."""
+    files = list_go_files(Path(root), Skips())
+    return files if tests else [f for f in files if not f.name.endswith("_test.go")]
 
 
-def walk_go_files(root: Path, *, tests: bool = True, skip: frozenset[str] = SKIP_DIRS,
-                  skipped: list[Skipped] | None = None) -> Iterator[Path]:
-    """``.go`` files under ``root`` in a stable order, honouring ``.gitignore`` files."""
-    root = Path(root)
-    specs: list[tuple[Path, object]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        d = Path(dirpath)
-        specs = [(base, s) for base, s in specs if d == base or base in d.parents]
-        spec = _gitignore(d)
-        if spec is not None:
-            specs.append((d, spec))
-
-        def ignored(p: Path, is_dir: bool, specs=specs) -> bool:
-            for base, s in specs:
-                rel = p.relative_to(base).as_posix() + ("/" if is_dir else "")
-                if s.match_file(rel):
-                    return True
-            return False
-
-        keep = []
-        for name in sorted(dirnames):
-            if name in skip or name.startswith((".", "_")):
-                continue
-            if ignored(d / name, True):
-                if skipped is not None:
-                    skipped.append(Skipped(str(d / name), ".gitignore"))
-                continue
-            keep.append(name)
-        dirnames[:] = keep
-        for name in sorted(filenames):
-            if not name.endswith(".go") or (not tests and name.endswith("_test.go")):
-                continue
-            p = d / name
-            if ignored(p, False):
-                if skipped is not None:
-                    skipped.append(Skipped(str(p), ".gitignore"))
-                continue
-            yield p
-
-
-def stdlib_files(goroot: Path) -> Iterator[Path]:
+def stdlib_files(goroot: Path) -> list[Path]:
     """The standard library's non-test sources (``cmd/`` is the toolchain, not a library)."""
     src = Path(goroot) / "src"
-    yield from walk_go_files(src, tests=False, skip=SKIP_DIRS | {"cmd"})
+    return [f for f in walk_go_files(src, tests=False)
+            if f.relative_to(src).parts[0] != "cmd"]
 
 
 def gomodcache() -> Path:

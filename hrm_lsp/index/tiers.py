@@ -318,8 +318,7 @@ class RepoIndex:
         docs, paths, size = [], {}, 0
         seen = set()
         for folder in self.folders:
-            skipped: list[gofiles.Skipped] = []
-            for p in gofiles.walk_go_files(folder, skipped=skipped):
+            for p in gofiles.walk_go_files(folder):
                 key = str(p)
                 if key in seen:
                     continue

@@ -166,8 +166,13 @@ async def stop_client(client: LanguageClient) -> None:
 async def run(args: argparse.Namespace, model_path: Path) -> dict:
     client = await start_client(model_path, {
         "debounceMs": 0, "maxTokens": args.max_tokens, "maxTokensMultiline": args.max_tokens_multiline,
-        "device": "cpu", "timeBudgetMs": 60_000})
+        "device": "cpu", "timeBudgetMs": 60_000, "completionSources": args.sources},
+        workspace=goroot_src() / Path(TYPING_FILE).parent)
     st, load_s = await wait_model(client)
+    if args.sources != "model":  # measure typing, not indexing: wait for the index
+        while (await client.workspace_execute_command_async(types.ExecuteCommandParams(
+                command="hrm-lsp.status", arguments=[])))["index"].get("state") != "ready":
+            await asyncio.sleep(0.2)
 
     text = (goroot_src() / TYPING_FILE).read_text(encoding="utf-8")
     site = text.index("{\n", text.index("\nfunc ")) + 2  # start of the first function body
@@ -250,6 +255,8 @@ def main() -> None:
     ap.add_argument("--multiline-samples", type=int, default=3)
     ap.add_argument("--max-tokens", type=int, default=16, help="single-line token budget")
     ap.add_argument("--max-tokens-multiline", type=int, default=64)
+    ap.add_argument("--sources", default="both", choices=["both", "model", "index"],
+                    help="completionSources (the workspace folder is the typed file's package)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
@@ -259,7 +266,8 @@ def main() -> None:
         result = asyncio.run(run(args, model))
     result = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
               "load_avg": [round(x, 1) for x in os.getloadavg()], "model": what,
-              "max_tokens": args.max_tokens, "keystrokes": args.keystrokes, **result}
+              "max_tokens": args.max_tokens, "keystrokes": args.keystrokes,
+              "sources": args.sources, **result}
     print(json.dumps(result, indent=2))
 
 

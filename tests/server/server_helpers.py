@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 from typing import Any
 
 from lsprotocol import types
@@ -70,6 +71,14 @@ async def send_raw(client, payload: bytes) -> None:
     stdin = client._server.stdin
     stdin.write(payload)
     await stdin.drain()
+
+
+def go_module(root: Path, module: str, files: dict[str, str]) -> Path:
+    """A Go module on disk: ``go.mod`` for ``module`` plus ``files`` (name -> text)."""
+    (root / "go.mod").write_text(f"module {module}\n\ngo 1.21\n")
+    for name, text in files.items():
+        (root / name).write_text(text)
+    return root
 
 
 def frame(body: bytes) -> bytes:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from raw_client import RawServer, frame, tree_snapshot, well_formed_completion
+from server_helpers import go_module
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -44,10 +45,7 @@ def model_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
-    ws = tmp_path_factory.mktemp("ws")
-    (ws / "go.mod").write_text("module example.com/demo\n\ngo 1.21\n")
-    (ws / "demo.go").write_text(GO)
-    return ws
+    return go_module(tmp_path_factory.mktemp("ws"), "example.com/demo", {"demo.go": GO})
 
 
 @pytest.fixture(scope="module")

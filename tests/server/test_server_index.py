@@ -11,7 +11,7 @@ import pytest_lsp
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 from pytest_lsp import ClientServerConfig, client_capabilities
-from server_helpers import SERVER_CMD, make_client, open_doc, status
+from server_helpers import SERVER_CMD, go_module, make_client, open_doc, status
 from server_model import build_model, train_tokenizer, write_model
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
@@ -37,10 +37,7 @@ TYPED = "\treturn w * h * rect"
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
-    ws = tmp_path_factory.mktemp("ws")
-    (ws / "go.mod").write_text("module example.com/shapes\n\ngo 1.21\n")
-    (ws / "area.go").write_text(LIB)
-    return ws
+    return go_module(tmp_path_factory.mktemp("ws"), "example.com/shapes", {"area.go": LIB})
 
 
 @pytest.fixture(scope="module")

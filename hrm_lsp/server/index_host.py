@@ -28,10 +28,14 @@ class IndexHost:
     def set_folders(self, folders: list[str]) -> None:
         self.folders = [Path(f) for f in folders if f]
 
+    def needs_build(self, tokenizer: Any) -> bool:
+        """True unless the index is already built (or building) for ``tokenizer``."""
+        return self.index is None or self._tokenizer_sha != tokenizer.sha256
+
     def start(self, tokenizer: Any, progress: Callable[[str, int], None] | None,
               done: Callable[[str], None] | None) -> bool:
         """Build for ``tokenizer`` (in the background); False when already built for it."""
-        if self.index is not None and self._tokenizer_sha == tokenizer.sha256:
+        if not self.needs_build(tokenizer):
             return False
         from hrm_lsp.index import RepoIndex
 

@@ -467,10 +467,8 @@ class HrmLanguageServer(LanguageServer):
         """Build the repository index for the loaded model's tokenizer, in the background
         (``index_host.py``); nothing to do with ``completionSources = "model"``."""
         engine = self.model.engine
-        if engine is None or self.settings.completion_sources == "model":
-            return
-        if self.index_host.index is not None and \
-                self.index_host._tokenizer_sha == engine.tok.sha256:
+        if engine is None or self.settings.completion_sources == "model" or \
+                not self.index_host.needs_build(engine.tok):
             return
         progress = self._begin_progress("hrm-lsp index")
         loop = asyncio.get_running_loop()

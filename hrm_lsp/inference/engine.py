@@ -52,7 +52,7 @@ INDEX_CANDIDATES = 4  # first tokens the index source tries (then rescored with 
 SUFFIX_TOKENS, SUFFIX_CHARS = 8, 120  # how much of the text after the hole rescores them  # room for the diagnostics of one refinement round (longer text is cut)
 
 
-BACKENDS = ("auto", "onnx", "torch", "mlx")
+BACKENDS = ("auto", "onnx", "torch", "mlx")  # auto: onnx on CPU where it imports, else torch
 
 
 class _Mixer:
@@ -72,7 +72,7 @@ class _Mixer:
         keep = idx < probs.numel()
         share = torch.from_numpy(est.counts / est.total).to(probs.dtype)
         probs.index_add_(0, idx[keep], lam * share[keep])
-        return torch.log(probs.clamp_min(1e-30))  # auto: onnx on CPU where it imports, else torch
+        return torch.log(probs.clamp_min(1e-30))
 
 
 class Engine:

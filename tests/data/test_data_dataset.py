@@ -159,7 +159,9 @@ def test_empty_split_is_a_clear_error(tmp_path: Path, go_subset: Path) -> None:
     src = tmp_path / "one"
     shutil.copytree(go_subset / "errors", src)
     out = tmp_path / "d"
-    prepare([src], out, workers=1, tokenizer="byte", refine_examples=0)
+    # Split by repository: one source is one unit, so val and test stay empty (the default,
+    # split_by=auto, would hold a package or file of it out instead).
+    prepare([src], out, workers=1, tokenizer="byte", refine_examples=0, split_by="repo")
     ds = Dataset(out)
     assert ds.num_documents("train") > 0 and ds.num_documents("val") == 0
     with pytest.raises(DatasetError, match="empty"):

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from quality_cases import file_cases  # noqa: E402
+from quality_cases import file_cases, percentile  # noqa: E402
 
 from hrm_lsp.inference import engine as engine_mod  # noqa: E402
 from hrm_lsp.inference.types import CompletionRequest  # noqa: E402
@@ -66,7 +66,7 @@ def run(engine, index, cases, *, multiline: bool, sources: str) -> dict:
         drafted += comp.timings.drafted_tokens
         accepted += comp.timings.accepted_tokens
     lat.sort()
-    return {"p50": statistics.median(lat), "p95": lat[int(0.95 * (len(lat) - 1))],
+    return {"p50": statistics.median(lat), "p95": percentile(lat, 0.95),
             "tok_s": toks / max(dec_ms / 1000, 1e-9), "drafted": drafted, "accepted": accepted,
             "n": len(lat)}
 

@@ -37,6 +37,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from quality_cases import percentile  # noqa: E402
+
 from hrm_lsp.index import SuffixIndex  # noqa: E402
 from hrm_lsp.index import files as gofiles  # noqa: E402
 
@@ -138,17 +141,13 @@ def main() -> None:
             ig_top = max(res["result_by_token_id"].items(), key=lambda kv: kv[1]["cont_cnt"])[0]
             same_top += int(ig_top == int(toks[np.argmax(counts)]))
 
-    def pct(v: list[float], q: float) -> float:
-        v = sorted(v)
-        return v[min(len(v) - 1, int(q * len(v)))]
-
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"date {time.strftime('%Y-%m-%d')}")
     print(f"ours:        build {ours_build:.2f} s, {ours_bytes / 1e6:.1f} MB, RSS +{ours_rss:.0f} MB, "
-          f"query p50 {statistics.median(lat_ours):.3f} ms p95 {pct(lat_ours, .95):.3f} ms")
+          f"query p50 {statistics.median(lat_ours):.3f} ms p95 {percentile(lat_ours, .95):.3f} ms")
     print(f"infini-gram: build {ig_build:.2f} s (same libdivsufsort) + load {ig_load:.2f} s, "
           f"{ig_bytes / 1e6:.1f} MB, RSS +{ig_rss:.0f} MB, query p50 "
-          f"{statistics.median(lat_ig):.3f} ms p95 {pct(lat_ig, .95):.3f} ms")
+          f"{statistics.median(lat_ig):.3f} ms p95 {percentile(lat_ig, .95):.3f} ms")
     print(f"agreement over {len(contexts)} contexts: match length {same_len}, "
           f"top next token {same_top}")
     shutil.rmtree(work, ignore_errors=True)

@@ -43,6 +43,9 @@ from pygls.lsp.client import LanguageClient  # noqa: E402
 
 from hrm_lsp.server.positions import LineIndex  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from quality_cases import percentile  # noqa: E402
+
 TYPING_FILE = "strings/compare.go"
 TYPED = "if len(a) == 0 {"  # typed at the start of a function body, one character at a time
 
@@ -81,16 +84,11 @@ def build_random_model(preset_name: str, out: Path) -> Path:
     return out
 
 
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
-
-
 def summary(values: list[float]) -> dict:
     if not values:
         return {"n": 0}
     return {"n": len(values), "p50_ms": round(statistics.median(values), 1),
-            "p95_ms": round(pct(values, 0.95), 1), "min_ms": round(min(values), 1)}
+            "p95_ms": round(percentile(values, 0.95), 1), "min_ms": round(min(values), 1)}
 
 
 async def start_client(model_path: Path, settings: dict, *, workspace: Path | None = None,

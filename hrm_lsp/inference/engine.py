@@ -334,7 +334,8 @@ class Engine:
             if alt is not None and text != alt[1][0]:
                 suffix_ids = self.tok.encode(suffix[:SUFFIX_CHARS])[:SUFFIX_TOKENS]
                 ids = self.tok.encode(text)
-                mine = self._candidate_score(query, ids, self._index_logp(query, ids),
+                mine = self._candidate_score(query, ids,
+                                             self._index_logps(query, query.prefix_ids, ids),
                                              suffix_ids)
                 if alt[0] > mine:
                     text, reason = alt[1][0], alt[1][1]
@@ -462,8 +463,7 @@ class Engine:
         return best
 
     def _candidate_score(self, query, ids: list[int], logp: list[float], suffix_ids) -> float:
-        return (self._suffix_logp(query, ids, suffix_ids, self._mix_weights)
-                + sum(logp) / max(1, len(logp)))
+        return self._suffix_logp(query, ids, suffix_ids) + sum(logp) / max(1, len(logp))
 
     def _index_step(self, query: Any, out: list[int], text: str, weights: Any):
         allowed = self._allowed(text)
@@ -478,9 +478,7 @@ class Engine:
     def _index_greedy(self, query, start, first, rule, req, weights, cancel, deadline):
         """(text, stop reason, log-probabilities, ids) of the greedy ∞-gram continuation
         that begins with ``start`` = (token, its share in ``first``)."""
-        out, logp = [start[0]], []
-        lam = weights.lam(first.tier, first.length, first.total, against="unigram")
-        logp.append(math.log(max(1e-9, lam * start[1])))
+        out, logp = [start[0]], [math.log(max(1e-9, self._index_prob(first, start[0])))]
         text, reason = self.tok.decode(out), "max_tokens"
         cut = rule.check(text)
         while cut is None:
@@ -495,10 +493,9 @@ class Engine:
             if est is None:
                 reason = "eot"
                 break
-            nxt, share = est.top()
-            lam = weights.lam(est.tier, est.length, est.total, against="unigram")
+            nxt, _ = est.top()
             out.append(nxt)
-            logp.append(math.log(max(1e-9, lam * share)))
+            logp.append(math.log(max(1e-9, self._index_prob(est, nxt))))
             text = self.tok.decode(out)
             cut = rule.check(text)
         if cut is not None:
@@ -506,23 +503,22 @@ class Engine:
             out = self.tok.encode(text)
         return text, reason, logp, out
 
-    def _index_logp(self, query: Any, ids: list[int]) -> list[float]:
-        """Log-probabilities the index (mixed with a unigram) gives ``ids`` one by one."""
-        return self._index_logps(query, query.prefix_ids, ids)
+    def _index_prob(self, est: Any, token: int) -> float:
+        """The index's probability of ``token`` from one estimate: its share of the
+        occurrences, weighted by how far that match is trusted against a unigram."""
+        lam = self._mix_weights.lam(est.tier, est.length, est.total, against="unigram")
+        return lam * float(est.counts[est.tokens == token].sum()) / est.total
 
     def _index_logps(self, query: Any, ctx: list[int], ids: list[int]) -> list[float]:
-        weights, ctx, out = self._mix_weights, list(ctx), []
+        """Log-probabilities the index gives ``ids`` one by one after ``ctx``."""
+        ctx, out = list(ctx), []
         for t in ids:
-            est = query.estimate(ctx, weights.tier_bonus)
-            p = 1e-4
-            if est is not None:
-                lam = weights.lam(est.tier, est.length, est.total, against="unigram")
-                p = max(p, lam * float(est.counts[est.tokens == t].sum()) / est.total)
-            out.append(math.log(p))
+            est = query.estimate(ctx, self._mix_weights.tier_bonus)
+            out.append(math.log(max(1e-4, self._index_prob(est, t) if est is not None else 0.0)))
             ctx.append(t)
         return out
 
-    def _suffix_logp(self, query: Any, cand: list[int], suffix_ids: list[int], weights) -> float:
+    def _suffix_logp(self, query: Any, cand: list[int], suffix_ids: list[int]) -> float:
         """Mean log-probability the index gives the first tokens after the hole once
         ``cand`` is in it."""
         lp = self._index_logps(query, query.prefix_ids + list(cand), suffix_ids)

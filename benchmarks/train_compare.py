@@ -46,8 +46,10 @@ def compression_floor(ds: Dataset, split: str) -> dict[str, float]:
     return {"bytes": raw, "zstd19_bpb": 8 * zs / raw, "xz9_bpb": 8 * xz / raw}
 
 
-def heldout_score(run: Path, data: Path, split: str, device: str) -> dict[str, float]:
-    """Bits per byte of a finished run's latest checkpoint on ``split`` (every batch of it)."""
+def heldout_score(run: Path, data: Path, split: str, device: str,
+                  batches: int | None = None) -> dict[str, float]:
+    """Bits per byte of a finished run's latest checkpoint on ``split`` (every batch of it,
+    or its first ``batches``)."""
     from dataclasses import replace
 
     from hrm_lsp.training.checkpoint import latest_checkpoint
@@ -56,7 +58,8 @@ def heldout_score(run: Path, data: Path, split: str, device: str) -> dict[str, f
 
     # resume=True: the recipe the run recorded (with its model.arch), not a fresh one.
     saved = recipe_for(TrainOptions(data=(data,), out=run, device=device, resume=True))
-    recipe = replace(saved, run=replace(saved.run, eval_batches=10**9))  # the whole split, once
+    # None: the whole split, once
+    recipe = replace(saved, run=replace(saved.run, eval_batches=batches or 10**9))
     ds = Dataset(data)
     cfg = model_config_for(recipe, ds.tokenizer.vocab_size)
     trainer, _ = make_trainer(recipe, cfg, Dist())

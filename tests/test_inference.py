@@ -178,8 +178,24 @@ def test_single_line_completion_and_plan(engine):
     comp = engine.complete(req(SRC, off, max_tokens=40))
     assert "\n" not in comp.text
     assert comp.stop_reason in ("line", "eot", "max_tokens")
-    assert comp.plan == Plan("ADD", "func", ())  # what the tiny model was trained to plan
+    # A layout-2 model writes no plan: training gave a plan only before a whole body.
+    assert comp.plan == Plan() and engine.cfg.fim_layout >= 2
     assert comp.validation is not None and comp.validation.stage == "syntax"
+
+
+def test_layout2_body_gets_its_doc_comment_as_plan_and_nothing_else_does(engine):
+    src = ("package p\n\n// Sum adds the numbers. It returns zero for none.\n"
+           "func Sum(xs []int) int {\n\t\n}\n\nfunc Other() {\n\t\n}\n")
+    body = src.index("int {\n\t") + len("int {\n\t")
+    comp = engine.complete(req(src, body, max_tokens=8, multiline=True))
+    assert comp.plan == plan_from_comment("// Sum adds the numbers. It returns zero for none.")
+    assert comp.plan.steps  # the comment's sentences
+    other = src.index("Other() {\n\t") + len("Other() {\n\t")  # no doc comment: no plan
+    assert engine.complete(req(src, other, max_tokens=8, multiline=True)).plan == Plan()
+    # A body that already has code is not a whole-body middle: no plan either.
+    filled = src.replace("int {\n\t\n}", "int {\n\tn := 0\n\t\n\treturn n\n}")
+    at = filled.index("n := 0\n\t") + len("n := 0\n\t")
+    assert engine.complete(req(filled, at, max_tokens=8, multiline=True)).plan == Plan()
 
 
 def test_a_large_multiline_reserve_leaves_the_prompt_half_the_window(engine):
@@ -212,7 +228,9 @@ def test_token_budget_time_budget_and_cancel(engine):
             self.n -= 1
             return self.n < 0
 
-    comp = engine.complete(req(SRC, off, multiline=True, max_tokens=200), cancel=CancelAfter(6))
+    # With a given plan: the fixture's 60 steps often end a no-plan middle at once (<EOT>).
+    comp = engine.complete_with_plan(req(SRC, off, multiline=True, max_tokens=200),
+                                     Plan("ADD", "func", ()), cancel=CancelAfter(6))
     assert comp.cancelled and comp.timings.decode_tokens <= 6
 
 
@@ -327,7 +345,8 @@ def test_complete_command_end_to_end_json(model_file, tmp_path):
     out = json.loads(res.stdout)  # the index reports its progress on stderr
     assert set(out) >= {"plan", "text", "validation", "iterations", "elapsed_ms"}
     assert set(out["validation"]) >= {"ok", "stage", "diagnostics"}
-    assert out["plan"]["text"] == "ADD func" and "\n" not in out["text"]
+    # A layout-2 model gets no plan for a line (training had none there).
+    assert out["plan"]["text"] == "" and "\n" not in out["text"]
     assert out["validation"]["stage"] in ("syntax", "gofmt", "vet")
     assert 1 <= out["iterations"] <= 5
 
@@ -381,10 +400,11 @@ def test_mlx_backend_gives_the_torch_completions(tiny):
     texts = []
     for needle in ('import "errors"', "\tn := 0"):
         off = SRC.index(needle) + len(needle) // 2
-        # With a plan: the fixture's 60 steps leave a no-plan middle often empty (an <EOT>
-        # right after <FIM_MIDDLE>), and parity needs text to compare.
-        r = req(SRC, off, max_tokens=16, plan=True, max_plan_tokens=4)
-        a, b = engine.complete(r), mlx_engine.complete(r, session_key="mlx")
+        # With a given plan: the fixture's 60 steps leave a no-plan middle often empty (an
+        # <EOT> right after <FIM_MIDDLE>), and parity needs text to compare.
+        r, plan = req(SRC, off, max_tokens=16), Plan("ADD", "func", ())
+        a = engine.complete_with_plan(r, plan)
+        b = mlx_engine.complete_with_plan(r, plan, session_key="mlx")
         assert a.text == b.text
         texts.append(a.text)
     assert any(texts)  # at least one non-empty completion was compared

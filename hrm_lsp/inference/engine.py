@@ -191,18 +191,40 @@ class Engine:
         if heal:  # complete from the token boundary before the cursor (token healing)
             o = req.offset - len(heal)
             inner = replace(req, text=req.text[:o] + req.text[req.offset:], offset=o)
+        given = None
+        if req.plan and self.cfg.fim_layout >= 2:
+            # A layout-2 model never learnt to write a plan after <FIM_MIDDLE>: training put
+            # one there only as given, the function's doc comment before a whole empty body.
+            # So it gets that plan, or none (tokenizer/layout.py, docs/data.md).
+            given = self._given_plan(req)
+            inner = replace(inner, plan=False)
         with self._lock, torch_threads(self._torch_threads):
-            self._must_start = heal
+            self._must_start, self._forced_plan = heal, given
             try:
                 comp = self._complete(inner, cancel, session_key, index)
             finally:
-                self._must_start = ""
+                self._must_start, self._forced_plan = "", None
+        if given is not None:
+            comp = replace(comp, plan=given)
         if heal:
             text = comp.text[len(heal):] if comp.text.startswith(heal) else ""
             comp = replace(comp, text=text, notes=(*comp.notes, f"healed {heal!r}"))
         return self._finish(req, comp)
 
     _must_start = ""  # token healing: the text the completion must begin with
+
+    @staticmethod
+    def _given_plan(req: CompletionRequest) -> Plan | None:
+        """The plan training gives a layout-2 middle like this request's: the enclosing
+        function's doc comment when the cursor is in its empty body, else none."""
+        from hrm_lsp.validators.treesitter import enclosing_function
+
+        fn = enclosing_function(req.text, req.offset)
+        if fn is None or fn.body_start is None or fn.body_end is None or not fn.doc.strip():
+            return None
+        if not fn.body_start < req.offset < fn.body_end or req.text[fn.body_start + 1: fn.body_end - 1].strip():
+            return None
+        return plan_from_comment(fn.doc, intent="ADD", target="func")
 
     def _heal_text(self, req: CompletionRequest) -> str:
         """Token healing: the text before the cursor that may be a cut token -- the word

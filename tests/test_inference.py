@@ -408,3 +408,11 @@ def test_mlx_backend_gives_the_torch_completions(tiny):
         assert a.text == b.text
         texts.append(a.text)
     assert any(texts)  # at least one non-empty completion was compared
+
+
+def test_model_alone_heals_a_cut_word_but_not_after_a_blank(engine):
+    off = SRC.index("\tn := 0") + len("\tn")  # `n|`: the cursor may cut a word
+    cut = engine.complete(req(SRC, off, max_tokens=6))
+    assert "healed 'n'" in cut.notes
+    blank = engine.complete(req(SRC, off + 1, max_tokens=6))  # `n |`: after a blank
+    assert not any(n.startswith("healed") for n in blank.notes)

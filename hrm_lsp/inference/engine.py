@@ -45,11 +45,11 @@ log = get_logger(__name__)
 
 _NEVER_CANCELLED = CancelToken()
 _TYPED_WORD = re.compile(r"[ \t]*[A-Za-z0-9_]*$")
-DIAG_TOKENS = 96
+DIAG_TOKENS = 96  # room for the diagnostics of one refinement round (longer text is cut)
 SPECULATE_TOKENS = 6  # tokens the index drafts for the model to verify at once
 SPECULATE_MIN_MATCH = 4  # only from a match at least this long (shorter ones rarely hold)
 INDEX_CANDIDATES = 4  # first tokens the index source tries (then rescored with the suffix)
-SUFFIX_TOKENS, SUFFIX_CHARS = 8, 120  # how much of the text after the hole rescores them  # room for the diagnostics of one refinement round (longer text is cut)
+SUFFIX_TOKENS, SUFFIX_CHARS = 8, 120  # how much of the text after the hole rescores them
 
 
 BACKENDS = ("auto", "onnx", "torch", "mlx")  # auto: onnx on CPU where it imports, else torch
@@ -186,12 +186,8 @@ class Engine:
         cancel = cancel or _NEVER_CANCELLED
         # Healing serves the index (its tiers were tokenized whole). The model alone, though
         # trained on char-level cuts too, answers a cut *word* far better healed (quality
-        # run 8: model-alone mid-line exact 0 -> 0.03, docs/benchmarks.md); after a blank or punctuation it
-        # keeps the prompt it was trained on.
-        heal = self._heal_text(req)
-        if req.sources == "model" or index is None:
-            before = req.text[req.offset - 1: req.offset]
-            heal = heal if before and (before.isalnum() or before == "_") else ""
+        # run 8, docs/benchmarks.md); after a blank or punctuation it keeps its prompt.
+        heal = self._heal_text(req, words_only=req.sources == "model" or index is None)
         inner = req
         if heal:  # complete from the token boundary before the cursor (token healing)
             o = req.offset - len(heal)
@@ -231,14 +227,15 @@ class Engine:
             return None
         return plan_from_comment(fn.doc, intent="ADD", target="func")
 
-    def _heal_text(self, req: CompletionRequest) -> str:
+    def _heal_text(self, req: CompletionRequest, words_only: bool = False) -> str:
         """Token healing: the text before the cursor that may be a cut token -- the word
         being typed (with the blank before it) or, after punctuation, the prompt's last
         token. The prompt stops before it and the completion must start with it, so the
         model and the index continue from a token boundary as in the code they learnt from
-        (``strings`` is one token there, ``str`` + ``ings`` nowhere)."""
+        (``strings`` is one token there, ``str`` + ``ings`` nowhere). ``words_only``: heal
+        only when the cursor cuts a word (the character before it is a letter, digit or _)."""
         line = req.text[req.text.rfind("\n", 0, req.offset) + 1: req.offset]
-        if not line.strip():
+        if not line.strip() or (words_only and not (line[-1].isalnum() or line[-1] == "_")):
             return ""
         word = _TYPED_WORD.search(line).group()
         if len(word) == len(line):  # keep the indentation: it ends the previous token

@@ -88,7 +88,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--test-batches", type=int, default=64, help="batches of the test split to score")
     p.add_argument("--evals", type=int, default=4, help="validation points per run")
     args = p.parse_args(argv)
-    datas = dict(d.split("=", 1) for d in args.data)
+    datas = {}
+    for d in args.data:
+        key, sep, path = d.partition("=")
+        if not sep or not key or not Path(path, "manifest.json").is_file():
+            p.error(f"--data {d!r}: expected KEY=DIR with DIR a prepared data directory "
+                    "(hrm-lsp prepare)")
+        datas[key] = path
     base = ("run.threads=1", "run.compile=false", "run.eval_batches=16", "run.checkpoint_every=0")
     out = Path(args.out)
     rows = []

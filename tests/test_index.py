@@ -326,6 +326,40 @@ def test_mixing_weights_move_between_model_and_index(engine, monkeypatch):
     assert one.text == "total += x"  # λ = 1 wherever the index matches: the index
 
 
+def test_mixture_scores_of_a_candidate_are_the_models_own_at_lambda_zero(engine):
+    """``both`` judges its candidates by their log-probabilities under the mixture, scored
+    incrementally on the request's session; with λ = 0 they are exactly the model's
+    teacher-forced ones from one full forward pass."""
+    from hrm_lsp.inference.engine import _Mixer
+    from hrm_lsp.inference.prompt import fim_prompt
+
+    idx = RepoIndex(engine.tok, stdlib=False, modcache=False, background=False)
+    r = _req()
+    q = idx.query(r.text, r.offset, None)
+    shape = MixWeights.prior().model.shape
+    zero = _Mixer(q, MixWeights(np.zeros(shape), np.ones(shape)))
+    prompt = fim_prompt(engine.tok, r.text[:r.offset], r.text[r.offset:], engine.capacity)
+    ids = list(prompt.ids) + engine._middle_head(None)
+    session = engine.sessions.get("mixture-score")
+    logits0, _, _ = session.sync(ids)
+    cand = engine.tok.encode("total *= x")
+    got = engine._mixed_logps(session, len(ids), logits0, zero, cand)
+    full = engine.middle_logprobs(r.text, r.offset, cand)
+    want = [float(full[i, t]) for i, t in enumerate(cand)]
+    assert np.allclose(got, want, atol=1e-4)
+    assert session.ids == ids + cand[:-1]
+    # Scoring again from a session that went elsewhere gives the same figures.
+    session.sync(ids + engine.tok.encode("return 0"))
+    assert np.allclose(engine._mixed_logps(session, len(ids), logits0, zero, cand), got, atol=1e-5)
+    # λ = 1 where the index matches: the document's own continuation is likelier than under
+    # the model alone.
+    one = _Mixer(q, MixWeights(np.ones(shape), np.ones(shape)))
+    seen = engine.tok.encode("total += x")
+    assert sum(engine._mixed_logps(session, len(ids), logits0, one, seen)) > \
+        sum(engine._mixed_logps(session, len(ids), logits0, zero, seen))
+    assert engine._mixed_logps(session, engine.capacity - 2, logits0, zero, cand) is None
+
+
 def test_bad_sources_are_refused():
     from hrm_lsp.inference import InferenceError
 

@@ -45,6 +45,9 @@ KEY_TOK_DATA = f"{NS}.tokenizer.data"  # base64: one string parses fast; a u8 ar
 KEY_QUANT = f"{NS}.quant"
 KEY_FLOAT = f"{NS}.float_type"
 KEY_SOURCE = f"{NS}.source"
+# The sequence length the model was trained on (the run's data.seq_len), when known: the
+# engine keeps prompt and completion inside it (docs/inference.md, "Context window").
+KEY_TRAIN_CONTEXT = f"{NS}.train_context"
 FLOAT_TYPES = ("f32", "f16", "q8_0")
 GGML_Q4_0, GGML_Q4_1, GGML_Q8_0 = 2, 3, 8
 
@@ -122,6 +125,18 @@ def _load_source(source: str | Path, tokenizer=None):
 CONFIG_KEY_SAFETENSORS = "hrm_lsp.model"  # hrm_lsp.model.weights.CONFIG_KEY
 
 
+def train_context_of(source: str | Path) -> int:
+    """The sequence length a run's recipe trained on (``data.seq_len`` in its
+    ``config.json``), or 0 where the source has no readable run config."""
+    try:
+        weights, run_dir = resolve_weights(source)
+        data = json.loads(((run_dir or weights.parent) / "config.json").read_text(encoding="utf-8"))
+        n = int(data["recipe"]["data"]["seq_len"])
+    except (ModelFileError, OSError, ValueError, KeyError, TypeError):
+        return 0
+    return n if n > 0 else 0
+
+
 def _run_config(run_dir: Path | None, weights: Path):
     """The model config from a run directory's ``config.json`` (key ``model_config``)."""
     from hrm_lsp.config import ConfigError
@@ -162,8 +177,9 @@ def quant_scheme(cfg) -> tuple[int, bool]:
 
 
 def model_to_gguf(model, tokenizer, out: str | Path, *, float_type: str = "f16",
-                  quantize: bool = True, source: str = "") -> ExportInfo:
-    """Write ``model`` + ``tokenizer`` to one GGUF file (see the module docstring)."""
+                  quantize: bool = True, source: str = "", train_context: int = 0) -> ExportInfo:
+    """Write ``model`` + ``tokenizer`` to one GGUF file (see the module docstring);
+    ``train_context``: the sequence length it was trained on (0: not known, not written)."""
     from hrm_lsp.model.quant import pack_4bit
     from hrm_lsp.model.weights import state_dict_for_export
 
@@ -214,6 +230,8 @@ def model_to_gguf(model, tokenizer, out: str | Path, *, float_type: str = "f16",
         f"{arch}.embedding_length": cfg.d_model,
         f"{arch}.vocab_size": cfg.vocab_size,
     }
+    if train_context:
+        meta[KEY_TRAIN_CONTEXT] = int(train_context)
     out = Path(out)
     digest = write_container(out, arch, meta, tensors, ggml_types)
     return ExportInfo(out, arch, model.num_params(), len(qshapes), out.stat().st_size, digest, source)
@@ -229,7 +247,7 @@ def export_gguf(source: str | Path, out: str | Path, *, float_type: str = "f16",
     """Export a run directory, checkpoint or weights file to GGUF."""
     model, tok, weights = _load_source(source, tokenizer)
     return model_to_gguf(model, tok, out, float_type=float_type, quantize=quantize,
-                         source=str(weights))
+                         source=str(weights), train_context=train_context_of(source))
 
 
 # ---------------------------------------------------------------------------------------
@@ -247,6 +265,7 @@ class ModelMetadata:
     quant: Mapping[str, Any]
     float_type: str
     source: str
+    train_context: int = 0  # sequence length it was trained on; 0: not recorded
 
 
 def load_model(path: str | Path, device: str = "cpu"):
@@ -264,7 +283,7 @@ def load_model(path: str | Path, device: str = "cpu"):
     else:
         model, tok, weights = _load_source(p)
         meta = ModelMetadata(weights, "safetensors", ARCH_NAMES[model.cfg.arch], "", {}, "f32",
-                             str(weights))
+                             str(weights), train_context_of(p))
     bake_qat(model)
     return model.to(device).eval(), tok, meta
 
@@ -381,6 +400,8 @@ def _load_gguf(path: Path):
     for name, m in model.named_modules():
         if isinstance(m, Linear) and f"{name}.weight" in qshapes:
             m.qat_bits = 0
+    ctx = meta.get(KEY_TRAIN_CONTEXT, 0)
     info = ModelMetadata(path, "gguf", arch, meta.get(f"{NS}.checksum.sha256", ""), quant,
-                         meta.get(KEY_FLOAT, "f32"), meta.get(KEY_SOURCE, ""))
+                         meta.get(KEY_FLOAT, "f32"), meta.get(KEY_SOURCE, ""),
+                         int(ctx) if isinstance(ctx, int) and ctx > 0 else 0)
     return model.eval(), tok, info

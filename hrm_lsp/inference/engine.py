@@ -50,6 +50,9 @@ SPECULATE_TOKENS = 6  # tokens the index drafts for the model to verify at once
 SPECULATE_MIN_MATCH = 4  # only from a match at least this long (shorter ones rarely hold)
 INDEX_CANDIDATES = 4  # first tokens the index source tries (then rescored with the suffix)
 SUFFIX_TOKENS, SUFFIX_CHARS = 8, 120  # how much of the text after the hole rescores them
+# What judges the mixture's line against the index's best one in "both": the mixture's
+# probabilities ("mixture") or the index's alone ("index", before quality run 9).
+CHOOSE_BY = "index"
 
 
 BACKENDS = ("auto", "onnx", "torch", "mlx")  # auto: onnx on CPU where it imports, else torch
@@ -79,7 +82,8 @@ class Engine:
     """Completions from one model. Build with ``Engine.load(path)``."""
 
     def __init__(self, model, tokenizer, metadata: Any = None, *, max_sessions: int = 4,
-                 threads: int | None = None, backend: str = "auto", ort_options: Any = None):
+                 threads: int | None = None, backend: str = "auto", ort_options: Any = None,
+                 context: int | None = None):
         # threads: intra-op threads while generating; None picks the backend's default
         # (torch on CPU: 1; onnx: ort.default_threads()). Batch-1 decoding of a small model
         # gains little from more threads, and on a busy machine they wait on each other
@@ -90,7 +94,14 @@ class Engine:
         self.tok = tokenizer
         self.metadata = metadata
         self.cfg = model.cfg
-        self.capacity = self.cfg.max_seq_len
+        # context: the tokens one request may use, prompt and completion together. By
+        # default the length the model was trained on where its file records it (a model
+        # trained on 256-token sequences but prompted with 512 answers far worse: quality
+        # run 9, docs/benchmarks.md), else its whole window (``max_seq_len``).
+        trained = int(getattr(metadata, "train_context", 0) or 0)
+        self.capacity = min(self.cfg.max_seq_len, context or trained or self.cfg.max_seq_len)
+        if self.capacity < 16:
+            raise ValueError(f"context must be at least 16 tokens, got {self.capacity}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         runner = None
@@ -349,21 +360,28 @@ class Engine:
             return self._result(text, plan, None, 0, t0, timings, reason, None, notes)
         sources = "both" if mixer is not None else "model"
         if mixer is not None and not req.refine and not req.multiline:
-            # The index's own best candidate competes with the mixture's, on the same score
-            # (the suffix's fit and the candidate's mean log-probability): a weak model
-            # must not make "both" worse than the index alone.
+            # The index's own best candidate competes with the mixture's greedy one. Both are
+            # judged by the same score: how well the index expects the text after the hole
+            # to follow (fill-in-the-middle consistency) plus the candidate's mean
+            # log-probability under the mixture, so the model has its say in the choice
+            # (``CHOOSE_BY``; "index" judges with the index's probabilities alone).
             ta = time.monotonic()
             alt = self._best_index_candidate(req, query, prefix, suffix, in_block, cancel,
                                              deadline)
-            if alt is not None and text != alt[1][0]:
+            if alt is not None and text != alt[1][0] and not cancel.cancelled:
                 suffix_ids = self.tok.encode(suffix[:SUFFIX_CHARS])[:SUFFIX_TOKENS]
-                ids = self.tok.encode(text)
-                mine = self._candidate_score(query, ids,
-                                             self._index_logps(query, query.prefix_ids, ids),
-                                             suffix_ids)
-                if alt[0] > mine:
-                    text, reason = alt[1][0], alt[1][1]
-                    lp = alt[1][2]
+                mine_ids, alt_ids = self.tok.encode(text), self.tok.encode(alt[1][0])
+                if CHOOSE_BY == "mixture":
+                    mine_lp = self._mixed_logps(session, base_len, logits, mixer, mine_ids)
+                    alt_lp = self._mixed_logps(session, base_len, logits, mixer, alt_ids)
+                else:
+                    mine_lp = self._index_logps(query, query.prefix_ids, mine_ids)
+                    alt_lp = alt[1][2]
+                if mine_lp is not None and alt_lp is not None:
+                    mine = self._candidate_score(query, mine_ids, mine_lp, suffix_ids)
+                    other = self._candidate_score(query, alt_ids, alt_lp, suffix_ids)
+                    won, lp = (alt[1][:2], alt_lp) if other > mine else ((text, reason), mine_lp)
+                    text, reason = won
                     self._confidence[text] = math.exp(sum(lp) / len(lp)) if lp else 0.0
             timings.index_ms += (time.monotonic() - ta) * 1000
         if not req.refine:
@@ -485,6 +503,21 @@ class Engine:
             if best is None or score > best[0]:
                 best = (score, cand)
         return best
+
+    def _mixed_logps(self, session: Session, base_len: int, logits0: torch.Tensor,
+                     mixer: _Mixer, ids: list[int]) -> list[float] | None:
+        """Log-probabilities the mixture gives ``ids`` one by one after the session's first
+        ``base_len`` ids, whose next-token logits are ``logits0`` (None: no room left)."""
+        if not ids:
+            return []
+        if base_len + len(ids) + 2 >= self.capacity:
+            return None
+        self._truncate(session, base_len)
+        after = session.extend_all(ids[:-1]) if len(ids) > 1 else []
+        out = []
+        for i, (t, lg) in enumerate(zip(ids, [logits0, *after], strict=True)):
+            out.append(float(torch.log_softmax(mixer.mix(lg, ids[:i]).float(), -1)[t]))
+        return out
 
     def _candidate_score(self, query, ids: list[int], logp: list[float], suffix_ids) -> float:
         return self._suffix_logp(query, ids, suffix_ids) + sum(logp) / max(1, len(logp))

@@ -86,6 +86,14 @@ def test_init_fine_tunes_on_a_git_repo_exports_and_says_how_to_use_it(
 
     model, tok, meta = load_model(model_file)
     assert tok.sha256 == base_tok and meta.format == "gguf"
+    # The file records the sequence length it was trained on, and the engine keeps every
+    # request inside it (the model's own window is longer).
+    from hrm_lsp.inference import Engine
+
+    assert meta.train_context == 64 < model.cfg.max_seq_len
+    assert Engine(model, tok, meta, backend="torch").capacity == 64
+    assert Engine(model, tok, meta, backend="torch", context=48).capacity == 48
+    assert load_model(ft)[2].train_context == 64  # the run directory says the same
 
     # A fine-tuning run resumes like any run: its model is the --init one, not the recipe's.
     res = CliRunner().invoke(main, ["train", "--resume", "--data", str(repo), "--out", str(ft),

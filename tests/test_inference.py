@@ -158,6 +158,24 @@ def test_warm_equals_cold_while_typing(tiny, engine):
             assert warm.timings.prefill_tokens <= 3 < warm.timings.reused_tokens
 
 
+def test_line_candidates_keep_warm_equal_to_cold(tiny, monkeypatch):
+    """Trying several first tokens rewinds and re-extends the session: the next keystroke's
+    warm answer must still be the cold one."""
+    from hrm_lsp.inference import engine as engine_mod
+
+    model, tok = tiny
+    monkeypatch.setattr(engine_mod, "LINE_CANDIDATES", 3)
+    warm_engine = Engine(model, tok, threads=1, backend="torch")
+    off = SRC.index("\treturn n * 2") + 1
+    text = SRC
+    for i, ch in enumerate("re"):
+        text = text[:off + i] + ch + text[off + i:]
+        r = req(text, off + i + 1, max_tokens=12, plan=False)
+        warm = warm_engine.complete(r, session_key="typing")
+        cold = Engine(model, tok, threads=1, backend="torch").complete(r)
+        assert warm.text == cold.text
+
+
 def test_fim_uses_the_suffix(tiny):
     model, tok = tiny
     off = SRC.index("func Double")

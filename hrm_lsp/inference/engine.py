@@ -53,6 +53,8 @@ SUFFIX_TOKENS, SUFFIX_CHARS = 8, 120  # how much of the text after the hole resc
 # What judges the mixture's line against the index's best one in "both": the mixture's
 # probabilities ("mixture") or the index's alone ("index", before quality run 9).
 CHOOSE_BY = "index"
+LINE_CANDIDATES = 1  # first tokens a greedy single-line request tries (1: plain greedy)
+LINE_SCORE = "sum"  # how they are judged: "sum" or "mean" of log-probabilities
 
 
 BACKENDS = ("auto", "onnx", "torch", "mlx")  # auto: onnx on CPU where it imports, else torch
@@ -354,8 +356,8 @@ class Engine:
             return StopRule(req.multiline, prefix, suffix, in_block=in_block,
                             syntax_errors=syntax_errors)
 
-        text, reason = self._decode_code(session, logits, new_rule(), req, gen, deadline,
-                                         cancel, timings, mixer)
+        text, reason = self._decode_line_candidates(session, logits, new_rule, req, gen,
+                                                    deadline, cancel, timings, mixer)
         if reason == "cancelled":
             return self._result(text, plan, None, 0, t0, timings, reason, None, notes)
         sources = "both" if mixer is not None else "model"
@@ -639,8 +641,51 @@ class Engine:
         timings.decode_tokens += len(out)
         return out, logits, reason
 
+    def _decode_line_candidates(self, session, logits, new_rule, req, gen, deadline, cancel,
+                                timings, mixer):
+        """Greedy decoding, or for a greedy single-line request the best of the greedy
+        continuations after each of the ``LINE_CANDIDATES`` likeliest first tokens, by
+        their sequence log-probability with the end (``<EOT>`` or the line's end)."""
+        k = LINE_CANDIDATES if (req.temperature <= 0 and not req.refine and not req.multiline) else 1
+        if k <= 1:
+            return self._decode_code(session, logits, new_rule(), req, gen, deadline, cancel,
+                                     timings, mixer)
+        base_len = session.length
+        first = mixer.mix(logits, []) if mixer is not None else logits
+        first = torch.log_softmax(first.float(), -1)
+        allowed = self._allowed("")
+        if allowed is not None:
+            masked = torch.full_like(first, float("-inf"))
+            masked[allowed] = first[allowed]
+            first = masked
+        for t in (*self.special_ids, *self._banned.tolist()):
+            first[t] = float("-inf")
+        starts = [int(t) for t in torch.topk(first, k).indices if torch.isfinite(first[t])]
+        best = None
+        for i, t in enumerate(starts):
+            if i and (cancel.cancelled or time.monotonic() > deadline):
+                break
+            self._truncate(session, base_len)
+            self._last_logp = []
+            text, reason = self._decode_code(session, logits, new_rule(), req, gen, deadline,
+                                             cancel, timings, mixer, first=t)
+            if reason == "cancelled":
+                return text, reason
+            lp = self._last_logp + [self._end_logp]
+            score = sum(lp) / len(lp) if LINE_SCORE == "mean" else sum(lp)
+            if best is None or score > best[0]:
+                best = (score, text, reason)
+        if best is None:
+            return self._decode_code(session, logits, new_rule(), req, gen, deadline, cancel,
+                                     timings, mixer)
+        return best[1], best[2]
+
+    _last_logp: list[float] = []
+    _end_logp = 0.0
+
     def _decode_code(self, session, logits, rule: StopRule, req, gen, deadline, cancel,
-                     timings, mixer: _Mixer | None = None) -> tuple[str, str]:
+                     timings, mixer: _Mixer | None = None,
+                     first: int | None = None) -> tuple[str, str]:
         """Decode code tokens after the session's ids; return (text, stop reason).
 
         With a ``mixer`` each step's distribution is the model's mixed with the index's
@@ -684,8 +729,10 @@ class Engine:
                 masked = torch.full_like(logits, float("-inf"))
                 masked[allowed] = logits[allowed]
                 logits = masked
-            nxt = sample_next(logits, req.temperature, req.top_p, gen, self._banned)
+            nxt = first if first is not None and not out else \
+                sample_next(logits, req.temperature, req.top_p, gen, self._banned)
             if nxt in self.special_ids:
+                self._end_logp = float(torch.log_softmax(logits.float(), -1)[nxt])
                 reason = "eot"
                 break
             out.append(nxt)
@@ -727,6 +774,9 @@ class Engine:
                 kept = self.tok.encode(text)
                 if kept:
                     session.extend(kept)
+        if reason != "eot":
+            self._end_logp = 0.0  # the line's end is in its last token
+        self._last_logp = logp
         if logp:
             self._confidence[text] = math.exp(sum(logp) / len(logp))
         timings.decode_ms += (time.monotonic() - ta) * 1000

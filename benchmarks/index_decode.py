@@ -25,23 +25,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from quality_cases import file_cases, percentile  # noqa: E402
+from quality_cases import checkout_cases, percentile  # noqa: E402
 
 from hrm_lsp.inference import engine as engine_mod  # noqa: E402
 from hrm_lsp.inference.types import CompletionRequest  # noqa: E402
 
 
 def cases_of(repo: Path, n: int):
-    from hrm_lsp.data.sources import Skips, list_go_files, read_go_file
-
     line, body = [], []
-    for f in list_go_files(repo, Skips()):
-        if f.name.endswith("_test.go"):
-            continue
-        text, _ = read_go_file(f)
-        if text is None:
-            continue
-        got = file_cases(repo.name, f.name, text, 0)
+    for f, text, got in checkout_cases(repo, 0, label=lambda f: f.name):
         line += [(f, text, c) for c in got["line"][:3]]
         body += [(f, text, c) for c in got["body"][:2]]
     return line[:n], body[: max(4, n // 4)]

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from quality_cases import file_cases  # noqa: E402
+from quality_cases import checkout_cases  # noqa: E402
 
 from hrm_lsp.index import RepoIndex  # noqa: E402
 from hrm_lsp.index.mix import (  # noqa: E402
@@ -66,25 +66,12 @@ def clone(bundle: Path, work: Path) -> Path:
     return dest
 
 
-def go_files(repo: Path) -> list[Path]:
-    from hrm_lsp.data.sources import Skips, list_go_files
-
-    return [f for f in list_go_files(repo, Skips()) if not f.name.endswith("_test.go")]
-
-
 def collect(repo: Path, engine, per_repo: int, seed: int) -> list[dict]:
     """Samples (one per middle token) for up to ``per_repo`` holes of one repository."""
-    from hrm_lsp.data.sources import read_go_file
-
     index = RepoIndex(engine.tok, background=False)
     index.start([repo])
-    cases = []
-    for f in go_files(repo):
-        text, _ = read_go_file(f)
-        if text is None:
-            continue
-        got = file_cases(repo.name, f.relative_to(repo).as_posix(), text, seed)
-        cases += [(f, text, c) for c in got["line"][:6] + got["midline"][:3]]
+    cases = [(f, text, c) for f, text, got in checkout_cases(repo, seed)
+             for c in got["line"][:6] + got["midline"][:3]]
     random.Random(seed).shuffle(cases)
     samples = []
     for f, text, case in cases[:per_repo]:

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from hrm_lsp.validators.treesitter import functions, parse
 
@@ -166,6 +168,24 @@ def file_cases(repo: str, path: str, text: str, seed: int = 0) -> dict[str, list
     for k in KINDS:
         rng.shuffle(out[k])
     return out
+
+
+def checkout_cases(repo: Path, seed: int = 0, name: str | None = None,
+                   label: Callable[[Path], str] | None = None):
+    """``(file, text, file_cases(...))`` for every non-test Go file of a checkout that the
+    data pipeline's file walk reads (``hrm_lsp.data.sources``); ``name``: the repository's
+    name in the cases (default: the folder's), ``label``: a file's path in them (default:
+    relative to ``repo``)."""
+    from hrm_lsp.data.sources import Skips, list_go_files, read_go_file
+
+    for f in list_go_files(repo, Skips()):
+        if f.name.endswith("_test.go"):
+            continue
+        text, _ = read_go_file(f)
+        if text is None:
+            continue
+        path = label(f) if label else f.relative_to(repo).as_posix()
+        yield f, text, file_cases(name or repo.name, path, text, seed)
 
 
 def select_cases(per_file: dict[tuple[str, str], dict[str, list[Case]]],

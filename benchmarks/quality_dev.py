@@ -58,10 +58,9 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path.home() / ".cache/hrm-lsp/bench/index_mix/corpora")
     args = ap.parse_args()
 
-    from quality_cases import file_cases
+    from quality_cases import checkout_cases
 
     import hrm_lsp.inference.engine as engine_mod
-    from hrm_lsp.data.sources import Skips, list_go_files, read_go_file
     from hrm_lsp.index import RepoIndex
     from hrm_lsp.inference import CompletionRequest, Engine
 
@@ -81,15 +80,8 @@ def main() -> None:
             subprocess.run(["git", "clone", "-q", str(bundle), str(repo)], check=True)
         index = RepoIndex(engine.tok, background=False)
         index.start([repo])
-        cases = []
-        for f in list_go_files(repo, Skips()):
-            if f.name.endswith("_test.go"):
-                continue
-            text, _ = read_go_file(f)
-            if text is None:
-                continue
-            got = file_cases(name, f.relative_to(repo).as_posix(), text, 1)
-            cases += [(f, text, c) for c in got["line"][:4] + got["midline"][:2]]
+        cases = [(f, text, c) for f, text, got in checkout_cases(repo, 1, name)
+                 for c in got["line"][:4] + got["midline"][:2]]
         random.Random(args.seed).shuffle(cases)
         for f, text, c in cases[:args.per_repo]:
             req = CompletionRequest(text=c.holed(text), offset=c.offset, path=str(f),

@@ -176,6 +176,30 @@ def test_line_candidates_keep_warm_equal_to_cold(tiny, monkeypatch):
         assert warm.text == cold.text
 
 
+def test_the_trained_context_bounds_each_request(tiny, tmp_path):
+    """A GGUF file's ``train_context`` bounds what the engine puts in one request; files
+    without it use the model's window; a context too small to hold a request is refused."""
+    from hrm_lsp.export.gguf import load_model
+
+    model, tok = tiny
+    model_to_gguf(model, tok, tmp_path / "ctx.gguf", train_context=32)
+    model_to_gguf(model, tok, tmp_path / "plain.gguf")
+    m, t, meta = load_model(tmp_path / "ctx.gguf")
+    assert meta.train_context == 32 and Engine(m, t, meta, backend="torch").capacity == 32
+    m, t, meta = load_model(tmp_path / "plain.gguf")
+    assert meta.train_context == 0
+    assert Engine(m, t, meta, backend="torch").capacity == model.cfg.max_seq_len
+    with pytest.raises(ValueError, match="at least 16 tokens"):
+        Engine(model, tok, backend="torch", context=8)
+    # A request still completes inside the short context, its prompt cut to fit.
+    short = Engine(model, tok, meta, backend="torch", context=32)
+    comp = short.complete(req(SRC, SRC.index("\treturn n * 2") + 1, max_tokens=8, plan=False),
+                          session_key="short")
+    assert "context truncated to the model's window" in comp.notes
+    session = short.sessions.get("short")
+    assert session.capacity == 32 and 0 < len(session.ids) <= 32
+
+
 def test_fim_uses_the_suffix(tiny):
     model, tok = tiny
     off = SRC.index("func Double")

@@ -65,6 +65,15 @@ LINE_SCORE = "sum"  # how they are judged: "sum" of log-probabilities, or their 
 BACKENDS = ("auto", "onnx", "torch", "mlx")  # auto: onnx on CPU where it imports, else torch
 
 
+def _keep_only(logits: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
+    """``logits`` with every id outside ``allowed`` at -inf (None: all of them allowed)."""
+    if allowed is None:
+        return logits
+    masked = torch.full_like(logits, float("-inf"))
+    masked[allowed] = logits[allowed]
+    return masked
+
+
 class _Mixer:
     """The model's next-token logits mixed with the index's ∞-gram estimate
     (``hrm_lsp.index.mix``); returns log-probabilities, so sampling works unchanged."""
@@ -658,11 +667,7 @@ class Engine:
         base_len = session.length
         first = mixer.mix(logits, []) if mixer is not None else logits
         first = torch.log_softmax(first.float(), -1)
-        allowed = self._allowed("")
-        if allowed is not None:
-            masked = torch.full_like(first, float("-inf"))
-            masked[allowed] = first[allowed]
-            first = masked
+        first = _keep_only(first, self._allowed(""))
         for t in (*self.special_ids, *self._banned.tolist()):
             first[t] = float("-inf")
         starts = [int(t) for t in torch.topk(first, k).indices if torch.isfinite(first[t])]
@@ -671,7 +676,6 @@ class Engine:
             if i and (cancel.cancelled or time.monotonic() > deadline):
                 break
             self._truncate(session, base_len)
-            self._last_logp = []
             text, reason = self._decode_code(session, logits, new_rule(), req, gen, deadline,
                                              cancel, timings, mixer, first=t)
             if reason == "cancelled":
@@ -687,6 +691,8 @@ class Engine:
                                      timings, mixer)
         return best[1], best[2]
 
+    # What the latest _decode_code chose: its tokens' log-probabilities, and that of the
+    # <EOT> that ended it (0 when a line's end, inside its last token, ended it).
     _last_logp: list[float] = []
     _end_logp = 0.0
 
@@ -729,13 +735,10 @@ class Engine:
                 logits = mixer.mix(logits, out)
                 timings.index_ms += (time.monotonic() - tm) * 1000
             allowed = self._allowed(text)
-            if allowed is not None:
-                if not len(allowed):
-                    reason = "eot"
-                    break
-                masked = torch.full_like(logits, float("-inf"))
-                masked[allowed] = logits[allowed]
-                logits = masked
+            if allowed is not None and not len(allowed):
+                reason = "eot"
+                break
+            logits = _keep_only(logits, allowed)
             nxt = first if first is not None and not out else \
                 sample_next(logits, req.temperature, req.top_p, gen, self._banned)
             if nxt in self.special_ids:

@@ -47,11 +47,11 @@ class Settings:
     # file, its package, the workspace, the stdlib and required modules) into the model;
     # "model" is the model alone and builds no index; "index" is the index alone (docs/index.md).
     completion_sources: Literal["both", "model", "index"] = "both"
-    # Suggestions less confident than this are not shown (0 shows all that parse). 0.2 is
+    # Suggestions less confident than this are not shown (0 shows all that parse). 0.02 is
     # the highest threshold that cost no exact line on the dev split of the training corpora
-    # (both and index sources; docs/benchmarks.md, "Index"): confidence separates right from
-    # wrong suggestions poorly with the shipped model, so the default withholds little.
-    min_confidence: float = 0.02  # chosen on the dev split: the highest that cost no exact line (docs/benchmarks.md, run 9)
+    # (the shipped model, `both`; docs/benchmarks.md, "Suggestion quality", run 10):
+    # confidence separates right from wrong suggestions poorly, so the default withholds little.
+    min_confidence: float = 0.02
 
     def validate(self) -> None:
         """Range checks that types alone cannot express."""

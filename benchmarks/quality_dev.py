@@ -3,16 +3,21 @@ made before the held-out quality benchmark (``quality.py``, ``shared/heldout``) 
 
     .venv/bin/python benchmarks/quality_dev.py --sources both
     .venv/bin/python benchmarks/quality_dev.py --sources model --set LINE_CANDIDATES=1 --context 512
+    .venv/bin/python benchmarks/quality_dev.py --sources model --kinds body --set stops.REPEAT_LINES=0
 
 Cases: the quality benchmark's case cutter (``quality_cases.file_cases``) on the non-test
 files of five ``../shared/corpora`` repositories (cloned under ``--work``): four next-line
-and two mid-line holes per file, shuffled with ``--seed``, the first ``--per-repo`` of each
-repository. Each hole is completed by ``Engine.complete`` with a ``RepoIndex`` of its
-repository, the holed file excluded from the repository tiers as the server does, with the
-server's single-line settings (48 tokens, no refinement, ``--min-confidence``). Only the
-first line is scored (exact, trailing blanks ignored). The shipped model trained on these
-repositories, so its figures here are optimistic: use them to compare configurations with
-each other, never as the quality of the product (docs/benchmarks.md, "Suggestion quality").
+and two mid-line holes per file (``--kinds body``: one function body per file), shuffled
+with ``--seed``, the first ``--per-repo`` of each repository. Each hole is completed by
+``Engine.complete`` with a ``RepoIndex`` of its repository, the holed file excluded from the
+repository tiers as the server does. Line holes get the server's single-line settings (48
+tokens, no refinement, ``--min-confidence``) and only their first line is scored (exact,
+trailing blanks ignored); body holes get its invoked multi-line settings (the ``Settings``
+defaults: 256 tokens, refinement through the validators, the doc comment as plan) and are
+scored as ``quality.py`` scores them: the spliced file parses (``gofmt -e``), and the
+body's similarity to the one removed. The shipped model trained on these repositories, so
+its figures here are optimistic: use them to compare configurations with each other, never
+as the quality of the product (docs/benchmarks.md, "Suggestion quality").
 """
 
 from __future__ import annotations
@@ -33,9 +38,11 @@ DEV_REPOS = ("hashicorp+golang-lru", "google+go-cmp", "rs+zerolog", "etcd-io+bbo
 
 
 def engine_setting(text: str) -> tuple[str, object]:
-    """NAME=VALUE for a module constant of ``hrm_lsp.inference.engine`` (int, float or str)."""
+    """NAME=VALUE for a module constant of ``hrm_lsp.inference.engine``, or stops.NAME=VALUE
+    for one of ``hrm_lsp.inference.stops`` (int, float or str)."""
     name, sep, value = text.partition("=")
-    if not sep or not name.isidentifier() or not name.isupper():
+    bare = name.removeprefix("stops.")
+    if not sep or not bare.isidentifier() or not bare.isupper():
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE (an engine constant), got {text!r}")
     for kind in (int, float):
         try:
@@ -43,6 +50,28 @@ def engine_setting(text: str) -> tuple[str, object]:
         except ValueError:
             pass
     return name, value
+
+
+def body_request(case, text: str, path: Path, sources: str):
+    """The request the server sends for an invoked completion in an emptied body."""
+    from hrm_lsp.inference import CompletionRequest
+    from hrm_lsp.server.settings import Settings
+
+    s = Settings()
+    return CompletionRequest(
+        text=case.holed(text), offset=case.offset, path=str(path), multiline=True,
+        max_tokens=s.max_tokens_multiline, temperature=s.temperature, top_p=s.top_p,
+        time_budget_ms=float(s.time_budget_ms), refine=s.refine,
+        max_refinement_iterations=max(1, s.max_refinement_iterations),
+        refinement_threshold=s.refinement_threshold, stages=s.validators, plan=True,
+        sources=sources, min_confidence=s.min_confidence)
+
+
+def body_parses(case, text: str, path: Path, suggestion: str) -> bool:
+    from hrm_lsp.validators import validate
+
+    r = validate(case.splice(text, suggestion), path=path, stages=("gofmt",))
+    return r.ok and "gofmt" not in r.skipped and r.unavailable is None
 
 
 def main() -> None:
@@ -53,23 +82,33 @@ def main() -> None:
     ap.add_argument("--per-repo", type=int, default=150)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--min-confidence", type=float, default=0.0)
+    ap.add_argument("--kinds", default="line,midline",
+                    help="comma list of line, midline, body (default line,midline)")
     ap.add_argument("--set", dest="settings", type=engine_setting, action="append", default=[],
-                    help="NAME=VALUE: an engine constant (e.g. LINE_CANDIDATES=1, CHOOSE_BY=index)")
+                    help="NAME=VALUE: an engine constant (e.g. LINE_CANDIDATES=1, CHOOSE_BY=index), "
+                         "stops.NAME=VALUE: a stop-rule one (e.g. stops.REPEAT_LINES=0)")
     ap.add_argument("--work", type=Path, default=Path.home() / ".cache/hrm-lsp/bench/index_mix/corpora")
     args = ap.parse_args()
 
-    from quality_cases import checkout_cases
+    from quality_cases import checkout_cases, score_body_text
 
     import hrm_lsp.inference.engine as engine_mod
+    import hrm_lsp.inference.stops as stops_mod
     from hrm_lsp.index import RepoIndex
     from hrm_lsp.inference import CompletionRequest, Engine
 
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    if not kinds or any(k not in ("line", "midline", "body") for k in kinds):
+        ap.error(f"--kinds: expected a comma list of line, midline, body; got {args.kinds!r}")
     for name, value in args.settings:
-        if not hasattr(engine_mod, name):
-            ap.error(f"--set {name}: the engine has no such constant")
-        setattr(engine_mod, name, value)
+        mod = stops_mod if name.startswith("stops.") else engine_mod
+        bare = name.removeprefix("stops.")
+        if not hasattr(mod, bare):
+            ap.error(f"--set {name}: {mod.__name__} has no such constant")
+        setattr(mod, bare, value)
     engine = Engine.load(args.model, context=args.context)
-    totals = {"line": [0, 0], "midline": [0, 0]}
+    totals = {k: [0, 0] for k in kinds}
+    body = {"parses": 0, "similarity": 0.0, "ms": []}
     shown_wrong = 0
     t0 = time.time()
     for name in DEV_REPOS:
@@ -81,9 +120,21 @@ def main() -> None:
         index = RepoIndex(engine.tok, background=False)
         index.start([repo])
         cases = [(f, text, c) for f, text, got in checkout_cases(repo, 1, name)
-                 for c in got["line"][:4] + got["midline"][:2]]
+                 for c in got["line"][:4 * ("line" in kinds)] +
+                 got["midline"][:2 * ("midline" in kinds)] + got["body"][:1 * ("body" in kinds)]]
         random.Random(args.seed).shuffle(cases)
         for f, text, c in cases[:args.per_repo]:
+            if c.kind == "body":
+                tc = time.time()
+                comp = engine.complete(body_request(c, text, f, args.sources), index=index)
+                body["ms"].append((time.time() - tc) * 1000)
+                out = "" if comp.withheld else comp.text
+                rec = score_body_text(out, c.expected(text))
+                body["parses"] += rec["answered"] and body_parses(c, text, f, out)
+                body["similarity"] += rec["similarity"]
+                totals["body"][0] += rec["exact"]
+                totals["body"][1] += 1
+                continue
             req = CompletionRequest(text=c.holed(text), offset=c.offset, path=str(f),
                                     sources=args.sources, plan=False, refine=False,
                                     stages=("syntax",), max_tokens=48, time_budget_ms=5000,
@@ -96,6 +147,11 @@ def main() -> None:
             shown_wrong += bool(out.strip()) and not ok
         index.close()
     parts = [f"{k} exact {a / max(1, n):.3f} (n={n})" for k, (a, n) in totals.items()]
+    if "body" in totals:
+        n = max(1, totals["body"][1])
+        ms = sorted(body["ms"]) or [0.0]
+        parts.append(f"body parses {body['parses'] / n:.3f} similarity {body['similarity'] / n:.3f} "
+                     f"p50 {ms[len(ms) // 2]:.0f} ms")
     print(f"{args.sources}: {' | '.join(parts)} | shown wrong {shown_wrong} | "
           f"{time.time() - t0:.0f} s")
 

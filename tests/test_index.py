@@ -240,6 +240,11 @@ def test_gate_withholds_repeats_unparsable_and_unconfident_text():
     assert gate.withhold_reason("x *= 2", DOC, at, 0.2, 0.5) == "confidence 0.20 < 0.50"
     assert gate.withhold_reason("x *= 2", DOC, at, 0.9, 0.5) is None
     assert gate.withhold_reason("  ", DOC, at, 0.9, 0.0) == "empty"
+    empty = "package p\n\nfunc f() {\n\n}\n"
+    at2 = empty.index("{\n\n}") + 2
+    header = "// Copyright 2014 The Go Authors.\n// All rights reserved.\n"
+    assert gate.withhold_reason(header, empty, at2, 0.9, 0.0) == "only comments"
+    assert gate.withhold_reason("// a\nf()\n", empty, at2, 0.9, 0.0) is None
 
 
 def test_gate_cuts_repeated_suffix_and_limits_lines():

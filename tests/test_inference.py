@@ -17,7 +17,7 @@ from hrm_lsp.inference import CancelToken, CompletionRequest, Engine, Plan
 from hrm_lsp.inference.plan import parse_plan, plan_from_comment, plan_parts
 from hrm_lsp.inference.prompt import fim_prompt
 from hrm_lsp.inference.refine import refine_loop
-from hrm_lsp.inference.stops import StopRule, cursor_in_block
+from hrm_lsp.inference.stops import StopRule, close_blocks, cursor_in_block, repeat_cut
 from hrm_lsp.validators import syntax_errors, validate
 
 SRC = '''package demo
@@ -108,6 +108,52 @@ def test_multiline_stops_at_end_of_enclosing_block():
     # At top level: one declaration.
     top = _stop("func g() {\n\treturn\n}\n\nfunc h() {}\n", "package p\n\n", "", True)
     assert top == "func g() {\n\treturn\n}"
+
+
+def test_a_completion_that_repeats_itself_stops_before_the_repeat():
+    prefix, suffix = "package p\n\nfunc f(c *C) {\n", "}\n"
+    # One line again, then a two-line run again: cut before the second copy.
+    assert _stop("\tc.Lock()\n\tc.Unlock()\n\tc.Unlock()\n\tx()", prefix, suffix, True) == \
+        "\tc.Lock()\n\tc.Unlock()\n"
+    two = "\ta()\n\tif x {\n\tb()\n\tif x {\n\tb()\n"
+    assert repeat_cut(two) == len("\ta()\n\tif x {\n\tb()\n")
+    # A line that loops on one piece of code is cut off whole.
+    assert repeat_cut("\tx := 1\n\tif l.next.next.next.next") == len("\tx := 1\n")
+    # Braces, blanks and ordinary code that happens to look alike are not loops.
+    assert repeat_cut("\t}\n\t}\n\n\n") is None
+    assert repeat_cut("\tn := 0000\n\tm := []int{1, 2}\n\ty := a.b.c\n") is None
+    rule = StopRule(True, prefix, suffix, in_block=True, syntax_errors=syntax_errors)
+    assert rule.check("\tc.c.c.c.c.c.") == 0 and rule.reason == "repeat"
+
+
+def test_settle_makes_a_cut_completion_whole_go():
+    prefix, suffix = "package p\n\nfunc f(c *C) int {\n", "}\n"
+    rule = StopRule(True, prefix, suffix, in_block=True, syntax_errors=syntax_errors)
+    # Open blocks are closed at the indentation of the line that opened them.
+    assert close_blocks("\tif c.ok {\n\t\tfor {\n\t\t\tc.n++") == \
+        "\tif c.ok {\n\t\tfor {\n\t\t\tc.n++\n\t\t}\n\t}\n"
+    assert close_blocks("\tc.f(1,\n") is None and close_blocks("\t}\n") is None
+    assert rule.settle("\tif c.ok {\n\t\treturn 1") == "\tif c.ok {\n\t\treturn 1\n\t}\n"
+    # A half-written last line goes; whole text is kept as it is.
+    assert rule.settle("\tc.n++\n\treturn c.f(1,") == "\tc.n++\n"
+    assert rule.settle("\tc.n++\n\treturn c.n\n") == "\tc.n++\n\treturn c.n\n"
+    # Nothing fits: the text comes back for the refinement loop and the gate to judge.
+    assert rule.settle("\treturn c.f(1,") == "\treturn c.f(1,"
+    for text in ("\tif c.ok {\n\t\treturn 1", "\tc.n++\n\treturn c.f(1,"):
+        assert not syntax_errors(prefix + rule.settle(text) + suffix)
+
+
+def test_code_asked_for_in_an_empty_block_starts_with_code(engine):
+    doc = "package demo\n\nfunc f(n int) int {\n\n}\n"
+    at = doc.index("{\n\n}") + 2
+    comp = engine.complete(req(doc, at, multiline=True, max_tokens=24, refine=False,
+                               stages=("syntax",)))
+    first = comp.text.lstrip(" \t\r\n")
+    assert first and first[0] not in "})]/"
+    bans = engine._code_first_bans()
+    assert engine.id_eot in bans.tolist()
+    assert all(engine.tok.decode([int(i)]).lstrip(" \t\r\n")[:1] in "})]/"
+               for i in bans if int(i) not in engine.special_ids)
 
 
 # -- prompt -----------------------------------------------------------------------------

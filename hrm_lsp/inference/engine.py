@@ -280,12 +280,16 @@ class Engine:
         need = self._must_start[len(done):] if done.startswith(self._must_start[:len(done)]) else None
         if not self._must_start or need is None or len(done) >= len(self._must_start):
             return None
+        ok = [i for i, s in enumerate(self._pieces())
+              if s and (s.startswith(need) or need.startswith(s))]
+        return torch.tensor(ok, dtype=torch.long)
+
+    def _pieces(self) -> list[str]:
+        """The text of every id ("" for the special ones)."""
         if self._piece_texts is None:
             self._piece_texts = [self.tok.decode([i]) if i not in self.special_ids else ""
                                  for i in range(self.tok.vocab_size)]
-        ok = [i for i, s in enumerate(self._piece_texts)
-              if s and (s.startswith(need) or need.startswith(s))]
-        return torch.tensor(ok, dtype=torch.long)
+        return self._piece_texts
 
     _piece_texts: list[str] | None = None
 
@@ -691,6 +695,17 @@ class Engine:
                                      timings, mixer)
         return best[1], best[2]
 
+    def _code_first_bans(self) -> torch.Tensor:
+        """Special ids and the pieces that start (after blanks) with a closing bracket or
+        a ``/`` (a comment)."""
+        if self._code_first is None:
+            ids = [i for i, p in enumerate(self._pieces()) if i in self.special_ids or
+                   p.lstrip(" \t\r\n")[:1] in ("}", ")", "]", "/")]
+            self._code_first = torch.tensor(ids, dtype=torch.long)
+        return self._code_first
+
+    _code_first: torch.Tensor | None = None
+
     # What the latest _decode_code chose: its tokens' log-probabilities, and that of the
     # <EOT> that ended it (0 when a line's end, inside its last token, ended it).
     _last_logp: list[float] = []
@@ -717,6 +732,12 @@ class Engine:
         speculate = (mixer is not None and req.temperature <= 0.0 and SPECULATE_TOKENS > 0
                      and getattr(session.runner, "batched", False))
         pending: list[tuple[int, torch.Tensor]] = []  # drafted ids run after out, with logits
+        # Asked for code in an empty block: an answer that only closes the block or ends at
+        # once is no answer, and one that opens with a comment is, from the small model, a
+        # license header (docs/inference.md, "Multi-line"). Until some code is written
+        # those tokens are not chosen.
+        no_close = self._code_first_bans() if req.multiline and rule.in_block and \
+            rule.suffix.lstrip(" \t\r\n").startswith("}") else None
         while True:
             if cancel.cancelled:
                 reason = "cancelled"
@@ -739,6 +760,8 @@ class Engine:
                 reason = "eot"
                 break
             logits = _keep_only(logits, allowed)
+            if no_close is not None and not text.strip():
+                logits = logits.index_fill(0, no_close, float("-inf"))
             nxt = first if first is not None and not out else \
                 sample_next(logits, req.temperature, req.top_p, gen, self._banned)
             if nxt in self.special_ids:
@@ -751,7 +774,7 @@ class Engine:
             cut = rule.check(text)
             if cut is not None:
                 text = text[:cut]
-                reason = "line" if not req.multiline else "block"
+                reason = rule.reason or ("line" if not req.multiline else "block")
                 break
             if pending and pending[0][0] == nxt:  # the draft was right: no forward needed
                 logits = pending.pop(0)[1]
@@ -776,12 +799,16 @@ class Engine:
             n_run = len(out)
         # The session holds the prompt and out[:n_run] (never a draft that was not taken).
         self._truncate(session, start_len + n_run)
-        if reason in ("line", "block"):
+        settled = False
+        if req.multiline and reason != "cancelled":  # whole Go where a budget or loop cut it
+            whole = rule.settle(text)
+            settled, text = whole != text, whole
+        if reason in ("line", "block", "repeat") or settled:
             # The stop token was not run; the session ends with the kept code's tokens
             # (re-encoded, so the next <VALIDATE> follows exactly the code that is returned).
             if self.tok.decode(out[:-1]) != text or n_run == len(out):
                 self._truncate(session, start_len)
-                kept = self.tok.encode(text)
+                kept = self.tok.encode(text)[:max(0, self.capacity - 2 - start_len)]
                 if kept:
                     session.extend(kept)
         if reason != "eot":

@@ -8,7 +8,8 @@ In order (each a small function, tested alone):
    after a comment that asks for code; elsewhere the first line;
 3. ``withhold_reason``: nothing to insert; a line that repeats the line above or below; a
    document that no longer parses where the text went in (tree-sitter); a confidence under
-   ``min_confidence``. The reason is logged (debug) and returned with the completion.
+   ``min_confidence``; code asked for in an empty block that is only comments. The reason
+   is logged (debug) and returned with the completion.
 """
 
 from __future__ import annotations
@@ -49,6 +50,12 @@ def asks_for_code(text: str, offset: int) -> bool:
     return prev.endswith("{") and text[offset:].lstrip(" \t\r\n").startswith("}")
 
 
+def only_comments(completion: str) -> bool:
+    """True when every non-blank line of ``completion`` is a ``//`` comment."""
+    lines = [ln.strip() for ln in completion.split("\n") if ln.strip()]
+    return bool(lines) and all(ln.startswith("//") for ln in lines)
+
+
 def limit_lines(completion: str, text: str, offset: int) -> str:
     if "\n" not in completion.strip("\n") or asks_for_code(text, offset):
         return completion
@@ -72,6 +79,8 @@ def withhold_reason(completion: str, text: str, offset: int, confidence: float |
         return "repeats the line " + ("above" if new_line == above else "below")
     if confidence is not None and confidence < min_confidence:
         return f"confidence {confidence:.2f} < {min_confidence:.2f}"
+    if "\n" in completion.strip("\n") and only_comments(completion) and asks_for_code(text, offset):
+        return "only comments"
     spliced = text[:offset] + completion + text[offset:]
     lo_line = text.count("\n", 0, offset) + 1
     hi_line = lo_line + completion.count("\n") + 1

@@ -142,7 +142,7 @@ class Completion:
 
     ``text`` is inserted at the cursor; ``validation`` judged the document with ``text``
     spliced in (None when no validation ran, e.g. cancelled before the first candidate).
-    ``stop_reason`` is one of ``eot``, ``line``, ``block``, ``max_tokens``, ``time``,
+    ``stop_reason`` is one of ``eot``, ``line``, ``block``, ``repeat``, ``max_tokens``, ``time``,
     ``cancelled``, ``context``.
     """
 

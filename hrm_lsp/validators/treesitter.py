@@ -261,6 +261,21 @@ def first_unmatched_close(text: str) -> int | None:
     return None
 
 
+def unclosed_brackets(text: str) -> list[tuple[int, str]] | None:
+    """(index, char) of the brackets ``text`` opens and leaves open, outermost first, ignoring
+    strings and comments; None when ``text`` closes a bracket it did not open (or closes one
+    with the wrong kind)."""
+    stack: list[tuple[int, str]] = []
+    for i, c in _scan_brackets(text):
+        if c in _OPEN:
+            stack.append((i, c))
+        elif not stack or stack[-1][1] != _CLOSE[c]:
+            return None
+        else:
+            stack.pop()
+    return stack
+
+
 def bracket_depth(text: str) -> int:
     """Open minus closed brackets outside strings and comments (negative: closes outer ones)."""
     depth = 0

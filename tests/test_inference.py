@@ -156,6 +156,19 @@ def test_code_asked_for_in_an_empty_block_starts_with_code(engine):
                for i in bans if int(i) not in engine.special_ids)
 
 
+def test_the_best_candidate_the_gate_would_show_wins(engine, monkeypatch):
+    import hrm_lsp.inference.engine as engine_mod
+
+    doc = "package p\n\nfunc f(n int) int {\n\tx := n + 1\n\t\n\treturn x\n}\n"
+    r = req(doc, doc.index("\t\n") + 1)
+    scored = [(2.0, "y := (n"), (1.5, "x := n + 1"), (1.0, "x *= 2")]
+    assert engine._pick(r, scored, lambda c: c) == (1.0, "x *= 2")
+    assert engine._pick(r, scored[:2], lambda c: c) == (2.0, "y := (n")  # none shows: the best
+    assert engine._pick(r, [], lambda c: c) is None
+    monkeypatch.setattr(engine_mod, "PICK_SHOWN", False)
+    assert engine._pick(r, scored, lambda c: c) == (2.0, "y := (n")
+
+
 # -- prompt -----------------------------------------------------------------------------
 
 def test_fim_prompt_is_suffix_first_and_stable_while_typing(tiny):

@@ -45,6 +45,9 @@ log = get_logger(__name__)
 
 _NEVER_CANCELLED = CancelToken()
 _TYPED_WORD = re.compile(r"[ \t]*[A-Za-z0-9_]*$")
+# Single-line: of the candidates (LINE_CANDIDATES, the index's, the mixture's against the
+# index's) the best-scoring one that the gate would show wins, not the best one outright.
+PICK_SHOWN = True
 DIAG_TOKENS = 96  # room for the diagnostics of one refinement round (longer text is cut)
 SPECULATE_TOKENS = 6  # tokens the index drafts for the model to verify at once
 SPECULATE_MIN_MATCH = 4  # only from a match at least this long (shorter ones rarely hold)
@@ -400,8 +403,9 @@ class Engine:
                 if mine_lp is not None and alt_lp is not None:
                     mine = self._candidate_score(query, mine_ids, mine_lp, suffix_ids)
                     other = self._candidate_score(query, alt_ids, alt_lp, suffix_ids)
-                    won, lp = (alt[1][:2], alt_lp) if other > mine else ((text, reason), mine_lp)
-                    text, reason = won
+                    won = self._pick(req, [(mine, ((text, reason), mine_lp)),
+                                           (other, (alt[1][:2], alt_lp))], lambda c: c[0][0])
+                    (text, reason), lp = won[1]
                     self._confidence[text] = math.exp(sum(lp) / len(lp)) if lp else 0.0
             timings.index_ms += (time.monotonic() - ta) * 1000
         if not req.refine:
@@ -512,17 +516,31 @@ class Engine:
             return None
         starts = self._first_tokens(first, INDEX_CANDIDATES)
         suffix_ids = self.tok.encode(suffix[:SUFFIX_CHARS])[:SUFFIX_TOKENS]
-        best = None
+        scored = []
         for k, start in enumerate(starts):
             if k and (cancel.cancelled or time.monotonic() > deadline):
                 break
             rule = StopRule(req.multiline, prefix, suffix, in_block=in_block,
                             syntax_errors=syntax_errors)
             cand = self._index_greedy(query, start, first, rule, req, weights, cancel, deadline)
-            score = self._candidate_score(query, cand[3], cand[2], suffix_ids)
-            if best is None or score > best[0]:
-                best = (score, cand)
-        return best
+            scored.append((self._candidate_score(query, cand[3], cand[2], suffix_ids), cand))
+        return self._pick(req, scored, lambda c: c[0])
+
+    def _pick(self, req: CompletionRequest, scored: list, text_of: Callable[[Any], str]):
+        """The best-scoring (score, candidate) of ``scored`` that the gate would show
+        (``PICK_SHOWN``, single-line requests), else the best; None for none."""
+        ranked = sorted(scored, key=lambda sc: sc[0], reverse=True)
+        if PICK_SHOWN and not req.multiline:
+            for sc in ranked:
+                if self._shown(req, text_of(sc[1])):
+                    return sc
+        return ranked[0] if ranked else None
+
+    @staticmethod
+    def _shown(req: CompletionRequest, text: str) -> bool:
+        """Would the gate show ``text`` at the request's cursor (its confidence aside)?"""
+        text = gate.cut_suffix_repeat(text, req.text[req.offset:])
+        return gate.withhold_reason(text, req.text, req.offset, None, 0.0) is None
 
     def _mixed_logps(self, session: Session, base_len: int, logits0: torch.Tensor,
                      mixer: _Mixer, ids: list[int]) -> list[float] | None:
@@ -675,7 +693,7 @@ class Engine:
         for t in (*self.special_ids, *self._banned.tolist()):
             first[t] = float("-inf")
         starts = [int(t) for t in torch.topk(first, k).indices if torch.isfinite(first[t])]
-        best = None
+        scored = []
         for i, t in enumerate(starts):
             if i and (cancel.cancelled or time.monotonic() > deadline):
                 break
@@ -687,13 +705,12 @@ class Engine:
             if not text.strip():  # a first token that only ends the line offers nothing
                 continue
             lp = self._last_logp + [self._end_logp]
-            score = sum(lp) / len(lp) if LINE_SCORE == "mean" else sum(lp)
-            if best is None or score > best[0]:
-                best = (score, text, reason)
+            scored.append((sum(lp) / len(lp) if LINE_SCORE == "mean" else sum(lp), (text, reason)))
+        best = self._pick(req, scored, lambda c: c[0])
         if best is None:
             return self._decode_code(session, logits, new_rule(), req, gen, deadline, cancel,
                                      timings, mixer)
-        return best[1], best[2]
+        return best[1]
 
     def _code_first_bans(self) -> torch.Tensor:
         """Special ids and the pieces that start (after blanks) with a closing bracket or

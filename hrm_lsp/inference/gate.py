@@ -62,6 +62,19 @@ def limit_lines(completion: str, text: str, offset: int) -> str:
     return completion.lstrip("\n").split("\n", 1)[0]
 
 
+_last_parse: tuple[str, list] = ("", [])
+
+
+def _errors_of(text: str) -> list:
+    """``syntax_errors(text)``, remembered for the last text (a request's candidates are
+    judged against the same document)."""
+    global _last_parse
+    last = _last_parse  # one read: other threads may replace it
+    if last[0] is not text and last[0] != text:
+        last = _last_parse = (text, syntax_errors(text))
+    return last[1]
+
+
 def withhold_reason(completion: str, text: str, offset: int, confidence: float | None,
                     min_confidence: float) -> str | None:
     """Why ``completion`` at ``offset`` should not be shown, or None."""
@@ -89,7 +102,7 @@ def withhold_reason(completion: str, text: str, offset: int, confidence: float |
         return d.line <= hi and (d.end_line or d.line) >= lo
 
     # An error the document had at the cursor already is not this suggestion's fault.
-    before = {d.message for d in syntax_errors(text) if near(d, lo_line, lo_line + 1)}
+    before = {d.message for d in _errors_of(text) if near(d, lo_line, lo_line + 1)}
     for d in syntax_errors(spliced):
         if near(d, lo_line, hi_line) and d.message not in before:
             return f"does not parse: line {d.line}: {d.message}"

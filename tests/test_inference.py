@@ -156,6 +156,18 @@ def test_code_asked_for_in_an_empty_block_starts_with_code(engine):
                for i in bans if int(i) not in engine.special_ids)
 
 
+def test_repeat_penalty_pushes_down_only_the_tokens_already_written():
+    from hrm_lsp.inference.sampling import repeat_penalized
+
+    logits = torch.tensor([2.0, -1.0, 0.5, 3.0])
+    out = repeat_penalized(logits, [0, 1, 0], 1.25)
+    assert torch.allclose(out, torch.tensor([1.6, -1.25, 0.5, 3.0])) and logits[0] == 2.0
+    assert repeat_penalized(logits, [], 1.25) is logits
+    assert repeat_penalized(logits, [0], 1.0) is logits
+    # Greedy after "a a": the repeated token gives way to the runner-up.
+    assert int(torch.argmax(repeat_penalized(torch.tensor([3.0, 2.9]), [0], 1.2))) == 1
+
+
 def test_the_best_candidate_the_gate_would_show_wins(engine, monkeypatch):
     import hrm_lsp.inference.engine as engine_mod
 

@@ -33,7 +33,7 @@ from hrm_lsp.inference import gate
 from hrm_lsp.inference.plan import parse_plan, plan_from_comment, plan_parts
 from hrm_lsp.inference.prompt import fim_prompt
 from hrm_lsp.inference.refine import Candidate, formatted_middle, refine_loop, splice
-from hrm_lsp.inference.sampling import sample_next
+from hrm_lsp.inference.sampling import repeat_penalized, sample_next
 from hrm_lsp.inference.session import MLXRunner, Session, SessionPool
 from hrm_lsp.inference.stops import StopRule, cursor_in_block
 from hrm_lsp.inference.types import CancelToken, Completion, CompletionRequest, Edit, Plan, Timings
@@ -48,6 +48,10 @@ _TYPED_WORD = re.compile(r"[ \t]*[A-Za-z0-9_]*$")
 # Single-line: of the candidates (LINE_CANDIDATES, the index's, the mixture's against the
 # index's) the best-scoring one that the gate would show wins, not the best one outright.
 PICK_SHOWN = True
+# Multi-line: the scores of tokens the completion already holds are divided (positive) or
+# multiplied (negative) by this before each choice (Keskar et al. 2019, theta = 1.2). On the
+# dev split's bodies it raised the model's parse rate 0.69 -> 0.83 (docs/inference.md).
+REPEAT_PENALTY = 1.2
 DIAG_TOKENS = 96  # room for the diagnostics of one refinement round (longer text is cut)
 SPECULATE_TOKENS = 6  # tokens the index drafts for the model to verify at once
 SPECULATE_MIN_MATCH = 4  # only from a match at least this long (shorter ones rarely hold)
@@ -779,6 +783,8 @@ class Engine:
             logits = _keep_only(logits, allowed)
             if no_close is not None and not text.strip():
                 logits = logits.index_fill(0, no_close, float("-inf"))
+            if req.multiline:
+                logits = repeat_penalized(logits, out, REPEAT_PENALTY)
             nxt = first if first is not None and not out else \
                 sample_next(logits, req.temperature, req.top_p, gen, self._banned)
             if nxt in self.special_ids:

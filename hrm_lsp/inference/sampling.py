@@ -1,8 +1,21 @@
-"""Next-token choice: greedy by default, temperature + nucleus (top-p) when asked."""
+"""Next-token choice: greedy by default, temperature + nucleus (top-p) when asked; a
+repetition penalty for multi-line code."""
 
 from __future__ import annotations
 
 import torch
+
+
+def repeat_penalized(logits: torch.Tensor, seen: list[int], theta: float) -> torch.Tensor:
+    """``logits`` with the ``seen`` ids' scores pushed down by ``theta`` (divided where
+    positive, multiplied where negative); unchanged for ``theta`` 1 or nothing seen."""
+    if theta == 1.0 or not seen:
+        return logits
+    ids = torch.tensor(sorted(set(seen)), dtype=torch.long, device=logits.device)
+    lg = logits[ids]
+    out = logits.clone()
+    out[ids] = torch.where(lg > 0, lg / theta, lg * theta)
+    return out
 
 
 def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1.0,

@@ -772,6 +772,8 @@ class Engine:
             if session.length + 2 >= self.capacity:  # keep room for <VALIDATE>
                 reason = "context"
                 break
+            if req.multiline:  # the model's scores; the index's counts are what they are
+                logits = repeat_penalized(logits, out, REPEAT_PENALTY)
             if mixer is not None:
                 tm = time.monotonic()
                 logits = mixer.mix(logits, out)
@@ -783,8 +785,6 @@ class Engine:
             logits = _keep_only(logits, allowed)
             if no_close is not None and not text.strip():
                 logits = logits.index_fill(0, no_close, float("-inf"))
-            if req.multiline:
-                logits = repeat_penalized(logits, out, REPEAT_PENALTY)
             nxt = first if first is not None and not out else \
                 sample_next(logits, req.temperature, req.top_p, gen, self._banned)
             if nxt in self.special_ids:

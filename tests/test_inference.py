@@ -168,6 +168,34 @@ def test_repeat_penalty_pushes_down_only_the_tokens_already_written():
     assert int(torch.argmax(repeat_penalized(torch.tensor([3.0, 2.9]), [0], 1.2))) == 1
 
 
+def test_a_body_that_restates_a_neighbouring_line_is_decoded_again(engine, monkeypatch):
+    import hrm_lsp.inference.engine as engine_mod
+
+    doc = "package demo\n\nfunc f(n int) int {\n\n}\n"
+    at = doc.index("{\n\n}") + 2
+
+    def answer(retries: int):
+        monkeypatch.setattr(engine_mod, "MULTILINE_RETRIES", retries)
+        return engine.complete(req(doc, at, multiline=True, max_tokens=12))
+
+    plain = answer(0)
+    word = engine._last_word
+    assert plain.text.strip() and word is not None
+    # The real gate cannot be made to see this tiny model restate a line, so it is told the
+    # first answer did; the second try must then not start with that answer's first word.
+    real, calls = engine_mod.gate.withhold_reason, []
+
+    def says_repeat(*args):
+        calls.append(args[0])
+        return "repeats the line above" if len(calls) == 1 else real(*args)
+
+    monkeypatch.setattr(engine_mod.gate, "withhold_reason", says_repeat)
+    again = answer(2)
+    assert calls[0] == plain.text and len(calls) >= 2
+    first_piece = engine.tok.encode(again.text.lstrip(" \t\n"))[:1]
+    assert again.text != plain.text and first_piece != [word]
+
+
 def test_the_best_candidate_the_gate_would_show_wins(engine, monkeypatch):
     import hrm_lsp.inference.engine as engine_mod
 

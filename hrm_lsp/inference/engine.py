@@ -52,6 +52,9 @@ PICK_SHOWN = True
 # multiplied (negative) by this before each choice (Keskar et al. 2019, theta = 1.2). On the
 # dev split's bodies it raised the model's parse rate 0.69 -> 0.83 (docs/inference.md).
 REPEAT_PENALTY = 1.2
+# Multi-line: an answer whose first line repeats the line above or below is decoded again
+# (up to this many times) with its first word kept from starting it.
+MULTILINE_RETRIES = 2
 DIAG_TOKENS = 96  # room for the diagnostics of one refinement round (longer text is cut)
 SPECULATE_TOKENS = 6  # tokens the index drafts for the model to verify at once
 SPECULATE_MIN_MATCH = 4  # only from a match at least this long (shorter ones rarely hold)
@@ -326,6 +329,7 @@ class Engine:
         deadline = t0 + req.time_budget_ms / 1000.0
         timings = Timings()
         self._confidence: dict[str, float] = {}
+        self._first_bans: list[int] = []
         query = self._query(req, index, timings)
         if req.sources == "index":
             return self._complete_index(req, query, cancel, deadline, t0, timings)
@@ -435,7 +439,7 @@ class Engine:
             lg, _, _ = session.sync(session.ids[:base_len] + feedback)
             timings.prefill_ms += (time.monotonic() - ta) * 1000
             code, why = self._decode_code(session, lg, new_rule(), req, gen, deadline, cancel,
-                                          timings, mixer)
+                                          timings, mixer, ban_first=self._first_bans)
             if why == "cancelled":
                 return None
             last["code"] = code
@@ -688,8 +692,21 @@ class Engine:
         their sequence log-probability with the end (``<EOT>`` or the line's end)."""
         k = LINE_CANDIDATES if (req.temperature <= 0 and not req.refine and not req.multiline) else 1
         if k <= 1:
-            return self._decode_code(session, logits, new_rule(), req, gen, deadline, cancel,
-                                     timings, mixer)
+            base_len = session.length
+            for _ in range(1 + (MULTILINE_RETRIES if req.multiline else 0)):
+                text, reason = self._decode_code(session, logits, new_rule(), req, gen,
+                                                 deadline, cancel, timings, mixer,
+                                                 ban_first=self._first_bans)
+                why = gate.withhold_reason(text, req.text, req.offset, None, 0.0) \
+                    if req.multiline and reason != "cancelled" else None
+                if not (why or "").startswith("repeats") or self._last_word is None or \
+                        time.monotonic() > deadline:
+                    break
+                # It starts by writing the line above (or below) again -- the loop header
+                # it is in, say: once more, without that first word.
+                self._first_bans.append(self._last_word)
+                self._truncate(session, base_len)
+            return text, reason
         base_len = session.length
         first = mixer.mix(logits, []) if mixer is not None else logits
         first = torch.log_softmax(first.float(), -1)
@@ -731,10 +748,12 @@ class Engine:
     # <EOT> that ended it (0 when a line's end, inside its last token, ended it).
     _last_logp: list[float] = []
     _end_logp = 0.0
+    _last_word: int | None = None  # its first token with more than blanks in it
 
     def _decode_code(self, session, logits, rule: StopRule, req, gen, deadline, cancel,
                      timings, mixer: _Mixer | None = None,
-                     first: int | None = None) -> tuple[str, str]:
+                     first: int | None = None,
+                     ban_first: list[int] | None = None) -> tuple[str, str]:
         """Decode code tokens after the session's ids; return (text, stop reason).
 
         With a ``mixer`` each step's distribution is the model's mixed with the index's
@@ -759,6 +778,9 @@ class Engine:
         # those tokens are not chosen.
         no_close = self._code_first_bans() if req.multiline and rule.in_block and \
             rule.suffix.lstrip(" \t\r\n").startswith("}") else None
+        if ban_first:  # first words that made an earlier try repeat a neighbouring line
+            extra = torch.tensor(ban_first, dtype=torch.long)
+            no_close = extra if no_close is None else torch.cat([no_close, extra])
         while True:
             if cancel.cancelled:
                 reason = "cancelled"
@@ -837,6 +859,7 @@ class Engine:
         if reason != "eot":
             self._end_logp = 0.0  # the line's end is in its last token
         self._last_logp = logp
+        self._last_word = next((t for t in out if self._pieces()[t].strip()), None)
         if logp:
             self._confidence[text] = math.exp(sum(logp) / len(logp))
         timings.decode_ms += (time.monotonic() - ta) * 1000

@@ -205,6 +205,8 @@ def test_the_best_candidate_the_gate_would_show_wins(engine, monkeypatch):
     assert engine._pick(r, scored, lambda c: c) == (1.0, "x *= 2")
     assert engine._pick(r, scored[:2], lambda c: c) == (2.0, "y := (n")  # none shows: the best
     assert engine._pick(r, [], lambda c: c) is None
+    # Far below the best, a shown candidate is junk more often than not: the best (withheld).
+    assert engine._pick(r, [(2.0, "y := (n"), (-9.0, "x *= 2")], lambda c: c) == (2.0, "y := (n")
     monkeypatch.setattr(engine_mod, "PICK_SHOWN", False)
     assert engine._pick(r, scored, lambda c: c) == (2.0, "y := (n")
 
@@ -273,6 +275,27 @@ def test_line_candidates_keep_warm_equal_to_cold(tiny, monkeypatch):
         warm = warm_engine.complete(r, session_key="typing")
         cold = Engine(model, tok, threads=1, backend="torch").complete(r)
         assert warm.text == cold.text
+
+
+def test_pruned_line_candidates_give_the_same_answers(monkeypatch):
+    """Candidates that cannot outscore a shown one are skipped; the answer is the same."""
+    from hrm_lsp.inference import engine as engine_mod
+    from hrm_lsp.paths import default_model_path
+
+    if not default_model_path().is_file():
+        pytest.skip("no shipped model file in this checkout")
+    engine = Engine.load(default_model_path())  # the tiny model is never sure enough to prune
+
+    monkeypatch.setattr(engine_mod, "LINE_CANDIDATES", 3)
+    spots = [SRC.index(s) + k for s, k in (("\treturn n * 2", 1), ("\tn := 0", 1),
+                                             ("\treturn n * 2", 4), ("\n\t}\n\tn := 0", 2))]
+    work = {}
+    for prune in (False, True):
+        monkeypatch.setattr(engine_mod, "PRUNE_CANDIDATES", prune)
+        comps = [engine.complete(req(SRC, at, max_tokens=12, plan=False)) for at in spots]
+        work[prune] = ([c.text for c in comps], sum(c.timings.decode_tokens for c in comps))
+    assert work[True][0] == work[False][0]
+    assert work[True][1] < work[False][1], work  # and some of the work was skipped
 
 
 def test_the_trained_context_bounds_each_request(tiny, tmp_path):

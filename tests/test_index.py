@@ -186,8 +186,13 @@ def test_stdlib_tier_is_persisted_and_a_corrupt_copy_is_rebuilt(tok, workspace, 
     saved = list((tmp_path / "cache").glob("stdlib-go1.99.0-*"))
     assert len(saved) == 1 and (saved[0] / "meta.json").is_file()
     assert isinstance(idx._static[0].index.sa, np.ndarray)
-    # A second index loads it (same arrays) instead of rebuilding.
-    again = _index(tok, workspace, tmp_path, stdlib=True, goroot=root)
+    # A second index loads it (same arrays) instead of rebuilding, and says so.
+    said: list[str] = []
+    again = RepoIndex(tok, cache_dir=tmp_path / "cache", background=False, stdlib=True,
+                      modcache=False, goroot=root)
+    again.start([workspace], progress=lambda msg, *_: said.append(msg))
+    assert "reading the standard library index" in said
+    assert not any(m.startswith("indexing the standard library") for m in said)
     assert not again.warnings
     assert np.array_equal(again._static[0].index.sa, idx._static[0].index.sa)
     # Corrupt it: the next index warns, rebuilds, and answers the same.

@@ -348,9 +348,12 @@ class RepoIndex:
         info.seconds = time.monotonic() - t0
         info.state = "ready"
 
+    def _tier_dir(self, key: str) -> Path:
+        return self.cache_dir / f"{key}-{self.tok.sha256[:16]}"
+
     def _static_tier(self, name: str, key: str, file_list: Callable[[], list[Path]]) -> _Static | None:
         """Load a persisted tier, or build and persist it (rebuilding a corrupt one)."""
-        directory = self.cache_dir / f"{key}-{self.tok.sha256[:16]}"
+        directory = self._tier_dir(key)
         expect = {"key": key, "tokenizer": self.tok.sha256}
         if directory.exists():
             try:
@@ -395,7 +398,9 @@ class RepoIndex:
             return
         version = (root / "VERSION").read_text().split()[0] if (root / "VERSION").is_file() else \
             hashlib.sha256(str(root).encode()).hexdigest()[:12]
-        report("indexing the standard library (once per Go version)", 45)
+        cached = self._tier_dir(f"stdlib-{version}").exists()
+        report("reading the standard library index" if cached else
+               "indexing the standard library (once per Go version)", 45)
         tier = self._static_tier("stdlib", f"stdlib-{version}",
                                  lambda: list(gofiles.stdlib_files(root)))
         with self._lock:

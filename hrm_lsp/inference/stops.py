@@ -28,6 +28,7 @@ document.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 
 from hrm_lsp.validators.treesitter import (
@@ -40,7 +41,8 @@ from hrm_lsp.validators.treesitter import (
 REPEAT_LINES = 4  # a run of up to this many lines written twice in a row is a loop
 REPEAT_UNIT = (2, 24)  # characters of a piece repeated within one line
 REPEAT_TIMES = 4  # ... this many times in a row at the line's end
-SETTLE_TRIES = 40  # at most this many cuts are parsed by StopRule.settle
+SETTLE_TRIES = 40  # at most this many cuts are parsed by StopRule.settle,
+SETTLE_SECONDS = 0.25  # ... and for at most this long (a long document parses slower)
 
 
 def _is_code(line: str) -> bool:
@@ -181,7 +183,7 @@ class StopRule:
         if fits(text):
             return text
         cuts = [text] + [text[:i + 1] for i in range(len(text) - 1, -1, -1) if text[i] == "\n"]
-        tries = 0
+        tries, t0 = 0, time.monotonic()
         for t in cuts:
             if not t.strip():
                 break
@@ -191,6 +193,6 @@ class StopRule:
             tries += 1
             if fits(closed):
                 return closed
-            if tries >= SETTLE_TRIES:
+            if tries >= SETTLE_TRIES or time.monotonic() - t0 > SETTLE_SECONDS:
                 break
         return text

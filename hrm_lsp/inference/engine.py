@@ -610,8 +610,12 @@ class Engine:
             text = self.tok.decode(out)
             cut = rule.check(text)
         if cut is not None:
-            text, reason = text[:cut], ("line" if not req.multiline else "block")
+            text, reason = text[:cut], rule.reason or ("line" if not req.multiline else "block")
             out = self.tok.encode(text)
+        if req.multiline:  # whole Go, as the model's answers (_decode_code)
+            whole = rule.settle(text)
+            if whole != text:
+                text, out = whole, self.tok.encode(whole)
         return text, reason, logp, out
 
     def _index_prob(self, est: Any, token: int) -> float:

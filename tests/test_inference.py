@@ -4,6 +4,7 @@ cancellation, the refinement loop with the real validators, and `hrm-lsp complet
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -277,23 +278,35 @@ def test_line_candidates_keep_warm_equal_to_cold(tiny, monkeypatch):
         assert warm.text == cold.text
 
 
-def test_pruned_line_candidates_give_the_same_answers(monkeypatch):
+def test_pruned_line_candidates_give_the_same_answers(tmp_path, monkeypatch):
     """Candidates that cannot outscore a shown one are skipped; the answer is the same."""
+    from hrm_lsp.index import RepoIndex
     from hrm_lsp.inference import engine as engine_mod
     from hrm_lsp.paths import default_model_path
 
     if not default_model_path().is_file():
         pytest.skip("no shipped model file in this checkout")
     engine = Engine.load(default_model_path())  # the tiny model is never sure enough to prune
-
     monkeypatch.setattr(engine_mod, "LINE_CANDIDATES", 3)
-    spots = [SRC.index(s) + k for s, k in (("\treturn n * 2", 1), ("\tn := 0", 1),
-                                             ("\treturn n * 2", 4), ("\n\t}\n\tn := 0", 2))]
+    # Lines the repository index is sure of (they alternate, so none repeats the line above),
+    # and the example's own line starts, where it is not.
+    pairs = "".join(f"\ta.Add({k})\n\tb.Sub({k})\n" for k in range(3))
+    doc = f"package p\n\nfunc f(a, b *T) {{\n{pairs}\ta.Add(3)\n\t\n}}\n"
+    (tmp_path / "p.go").write_text(doc)
+    index = RepoIndex(engine.tok, background=False, stdlib=False, modcache=False)
+    index.start([tmp_path])
+    spots = [(doc, doc.rindex("\t\n") + 1, index)]
+    spots += [(SRC, m.end() + 1, None) for m in re.finditer("\n\t(?=[a-z])", SRC)]
     work = {}
-    for prune in (False, True):
-        monkeypatch.setattr(engine_mod, "PRUNE_CANDIDATES", prune)
-        comps = [engine.complete(req(SRC, at, max_tokens=12, plan=False)) for at in spots]
-        work[prune] = ([c.text for c in comps], sum(c.timings.decode_tokens for c in comps))
+    try:
+        for prune in (False, True):
+            monkeypatch.setattr(engine_mod, "PRUNE_CANDIDATES", prune)
+            comps = [engine.complete(req(text, at, max_tokens=12, plan=False, sources="both"),
+                                     index=idx) for text, at, idx in spots]
+            work[prune] = ([c.text for c in comps], sum(c.timings.decode_tokens for c in comps))
+    finally:
+        index.close()
+    assert work[True][0][0].startswith("b.Sub(")
     assert work[True][0] == work[False][0]
     assert work[True][1] < work[False][1], work  # and some of the work was skipped
 

@@ -197,6 +197,46 @@ def test_a_body_that_restates_a_neighbouring_line_is_decoded_again(engine, monke
     assert again.text != plain.text and first_piece != [word]
 
 
+def test_a_withheld_body_from_both_falls_back_to_the_model_alone(tmp_path, monkeypatch):
+    import hrm_lsp.inference.engine as engine_mod
+    from hrm_lsp.index import RepoIndex
+    from hrm_lsp.paths import default_model_path
+
+    if not default_model_path().is_file():
+        pytest.skip("no shipped model file in this checkout")
+    engine = Engine.load(default_model_path())  # the tiny model's bodies are blanks: withheld
+    doc = "package demo\n\nfunc f(n int) int {\n\n}\n"
+    at = doc.index("{\n\n}") + 2
+    (tmp_path / "a.go").write_text(doc)
+    index = RepoIndex(engine.tok, background=False, stdlib=False, modcache=False)
+    index.start([tmp_path])
+    r = req(doc, at, multiline=True, max_tokens=24, sources="both")
+    # The real gate, except that both's answer may not be shown: the first two judgements of
+    # a request are both's (the restated-line check after decoding, then the fallback's own
+    # check, or with the fallback off the final one). The model alone then answers where the
+    # real gate lets it; with the fallback off the request ends withheld.
+    real, calls = engine_mod.gate.withhold_reason, []
+
+    def first_withheld(*args):
+        calls.append(args[0])
+        return "does not parse" if len(calls) <= 2 else real(*args)
+
+    try:
+        monkeypatch.setattr(engine_mod.gate, "withhold_reason", real)
+        plain = engine.complete(r, index=index)
+        monkeypatch.setattr(engine_mod.gate, "withhold_reason", first_withheld)
+        alone = engine.complete(r, index=index)
+        monkeypatch.setattr(engine_mod, "BODY_MODEL_FALLBACK", 0)
+        calls.clear()
+        kept = engine.complete(r, index=index)
+    finally:
+        index.close()
+    assert plain.text.strip() and plain.sources == "both"
+    assert alone.sources == "model" and not alone.withheld and alone.text.strip()
+    assert any("model alone" in n for n in alone.notes)
+    assert kept.sources == "both" and kept.withheld == "does not parse"
+
+
 def test_the_best_candidate_the_gate_would_show_wins(engine, monkeypatch):
     import hrm_lsp.inference.engine as engine_mod
 

@@ -54,17 +54,10 @@ def engine_setting(text: str) -> tuple[str, object]:
 
 def body_request(case, text: str, path: Path, sources: str):
     """The request the server sends for an invoked completion in an emptied body."""
-    from hrm_lsp.inference import CompletionRequest
     from hrm_lsp.server.settings import Settings
 
-    s = Settings()
-    return CompletionRequest(
-        text=case.holed(text), offset=case.offset, path=str(path), multiline=True,
-        max_tokens=s.max_tokens_multiline, temperature=s.temperature, top_p=s.top_p,
-        time_budget_ms=float(s.time_budget_ms), refine=s.refine,
-        max_refinement_iterations=max(1, s.max_refinement_iterations),
-        refinement_threshold=s.refinement_threshold, stages=s.validators, plan=True,
-        sources=sources, min_confidence=s.min_confidence)
+    return Settings().completion_request(case.holed(text), case.offset, str(path),
+                                         multiline=True, plan=True, sources=sources)
 
 
 def body_parses(case, text: str, path: Path, suggestion: str) -> bool:

@@ -735,15 +735,15 @@ class Engine:
             return text, reason
         base_len = session.length
         mixed = mixer.mix(logits, []) if mixer is not None else logits
-        first = torch.log_softmax(mixed.float(), -1)
-        first = _keep_only(first, self._allowed(""))
+        allowed = self._allowed("")
+        first = _keep_only(torch.log_softmax(mixed.float(), -1), allowed)
         for t in (*self.special_ids, *self._banned.tolist()):
             first[t] = float("-inf")
         starts = [int(t) for t in torch.topk(first, k).indices if torch.isfinite(first[t])]
         # A candidate's score (a sum of log-probabilities, none above 0) is at most its first
         # token's: once a candidate that would be shown scores that much, the later ones
         # (their first tokens are less likely still) cannot win and are not decoded.
-        bound = torch.log_softmax(_keep_only(mixed.float(), self._allowed("")), -1)
+        bound = torch.log_softmax(_keep_only(mixed.float(), allowed), -1)
         scored = []
         for i, t in enumerate(starts):
             if i and (cancel.cancelled or time.monotonic() > deadline):
@@ -782,7 +782,7 @@ class Engine:
     # <EOT> that ended it (0 when a line's end, inside its last token, ended it).
     _last_logp: list[float] = []
     _end_logp = 0.0
-    _last_word: int | None = None  # its first token with more than blanks in it
+    _last_word: int | None = None  # multi-line: its first token with more than blanks in it
 
     def _decode_code(self, session, logits, rule: StopRule, req, gen, deadline, cancel,
                      timings, mixer: _Mixer | None = None,
@@ -893,7 +893,8 @@ class Engine:
         if reason != "eot":
             self._end_logp = 0.0  # the line's end is in its last token
         self._last_logp = logp
-        self._last_word = next((t for t in out if self._pieces()[t].strip()), None)
+        self._last_word = next((t for t in out if self._pieces()[t].strip()), None) \
+            if req.multiline else None  # only the multi-line retry asks for it
         if logp:
             self._confidence[text] = math.exp(sum(logp) / len(logp))
         timings.decode_ms += (time.monotonic() - ta) * 1000

@@ -505,18 +505,8 @@ class HrmLanguageServer(LanguageServer):
         hit = self.cache.get(key)
         if hit is not None:
             return None if getattr(hit, "withheld", None) else hit
-        from hrm_lsp.inference import CompletionRequest
-
         text, off, _ = actions.context_window(doc.text, offset, s.max_context_chars)
-        refine = multiline and s.refine and s.max_refinement_iterations > 0
-        req = CompletionRequest(
-            text=text, offset=off, path=str(doc.path), multiline=multiline,
-            max_tokens=s.max_tokens_multiline if multiline else s.max_tokens,
-            temperature=s.temperature, top_p=s.top_p, time_budget_ms=float(s.time_budget_ms),
-            refine=refine, max_refinement_iterations=max(1, s.max_refinement_iterations),
-            refinement_threshold=s.refinement_threshold,
-            stages=s.validators if multiline else ("syntax",), plan=plan,
-            sources=s.completion_sources, min_confidence=s.min_confidence)
+        req = s.completion_request(text, off, str(doc.path), multiline=multiline, plan=plan)
         comp = await self._run_cancellable(doc.uri, engine.complete, req, session_key=doc.uri,
                                            index=self.index_host.for_request(s.completion_sources))
         if comp is None or getattr(comp, "cancelled", False):

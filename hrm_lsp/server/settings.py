@@ -53,6 +53,23 @@ class Settings:
     # confidence separates right from wrong suggestions poorly, so the default withholds little.
     min_confidence: float = 0.02
 
+    def completion_request(self, text: str, offset: int, path: str | None, *, multiline: bool,
+                           plan: bool, sources: str | None = None):
+        """The ``CompletionRequest`` these settings make for a completion at ``offset``
+        (single-line: the syntax check only; multi-line: the validators and refinement).
+        ``sources`` overrides ``completion_sources``."""
+        from hrm_lsp.inference import CompletionRequest
+
+        return CompletionRequest(
+            text=text, offset=offset, path=path, multiline=multiline,
+            max_tokens=self.max_tokens_multiline if multiline else self.max_tokens,
+            temperature=self.temperature, top_p=self.top_p, time_budget_ms=float(self.time_budget_ms),
+            refine=multiline and self.refine and self.max_refinement_iterations > 0,
+            max_refinement_iterations=max(1, self.max_refinement_iterations),
+            refinement_threshold=self.refinement_threshold,
+            stages=self.validators if multiline else ("syntax",), plan=plan,
+            sources=sources or self.completion_sources, min_confidence=self.min_confidence)
+
     def validate(self) -> None:
         """Range checks that types alone cannot express."""
         checks = [

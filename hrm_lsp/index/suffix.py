@@ -25,8 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 
 EXACT_CHECK = 8192  # ranges this small are checked occurrence by occurrence
-MAX_SUPPORT = 4096
-FEW = 16  # ranges this small finish by comparing slices  # at most this many occurrences are read for a next-token estimate
+MAX_SUPPORT = 4096  # at most this many occurrences are read for a next-token estimate
+FEW = 16  # ranges this small finish by comparing slices
+PEEK = 8  # occurrences looked at first when asking whether a range has a valid one
 
 
 class IndexError_(ValueError):
@@ -132,6 +133,8 @@ class SuffixIndex:
     def _has_valid(self, lo: int, hi: int, exclude_doc: int | None) -> bool:
         if hi - lo > EXACT_CHECK:
             return True  # more occurrences than one excluded document or the document ends hold
+        if hi - lo > PEEK and self._valid_positions(lo, lo + PEEK, exclude_doc).size:
+            return True  # nearly every range has a valid one among its first few
         return self._valid_positions(lo, hi, exclude_doc).size > 0
 
     def longest_match(self, context: Sequence[int], max_len: int = 256,
@@ -165,12 +168,12 @@ class SuffixIndex:
         (one comparison of slices each) instead of narrowing token by token."""
         pat = np.asarray(context[len(context) - limit: len(context) - depth][::-1], dtype=np.int64)
         n = len(self.rev)
-        lens = []
-        for r in range(lo, hi):
-            p = int(self.sa[r]) + depth
-            seg = self.rev[p: min(n, p + len(pat))].astype(np.int64)
-            neq = np.flatnonzero(seg != pat[: len(seg)])
-            lens.append(depth + (int(neq[0]) if neq.size else len(seg)))
+        # One gather for every occurrence: the reversed tokens after its first ``depth``,
+        # -1 past the corpus end (no token equals it, nor SEP: a match stops at either).
+        at = self.sa[lo:hi].astype(np.int64)[:, None] + depth + np.arange(len(pat))[None, :]
+        seg = np.where(at < n, self.rev[np.minimum(at, n - 1)].astype(np.int64), -1)
+        neq = seg != pat[None, :]
+        lens = (depth + np.where(neq.any(axis=1), neq.argmax(axis=1), len(pat))).tolist()
         valid = self._valid_positions(lo, hi, exclude_doc)
         ok = set(valid.tolist())
         best = max((n_ for r, n_ in zip(range(lo, hi), lens, strict=True) if int(self.sa[r]) in ok), default=0)

@@ -18,7 +18,6 @@ Design choices:
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,6 +27,7 @@ EXACT_CHECK = 8192  # ranges this small are checked occurrence by occurrence
 MAX_SUPPORT = 4096  # at most this many occurrences are read for a next-token estimate
 FEW = 16  # ranges this small finish by comparing slices
 PEEK = 8  # occurrences looked at first when asking whether a range has a valid one
+NARROW_READ = 512  # ranks a range is narrowed by reading at once (or sampled at)
 
 
 class IndexError_(ValueError):
@@ -104,23 +104,32 @@ class SuffixIndex:
         """Document number of each reversed position."""
         return np.searchsorted(self.doc_starts, positions, side="right") - 1
 
+    def _column(self, ranks: np.ndarray, depth: int) -> np.ndarray:
+        """The reversed token ``depth`` places into each ranked suffix (-1 past the end)."""
+        n = len(self.rev)
+        p = self.sa[ranks].astype(np.int64) + depth
+        return np.where(p < n, self.rev[np.minimum(p, n - 1)].astype(np.int64), -1)
+
     def _narrow(self, lo: int, hi: int, depth: int, tok: int) -> tuple[int, int]:
-        """Ranks in ``lo:hi`` (sharing ``depth`` tokens) whose next reversed token is ``tok``."""
-        rev, sa, n = self.rev, self.sa, len(self.rev)
-        if hi - lo <= 64:  # a small range: read its column at once
-            p = sa[lo:hi].astype(np.int64) + depth
-            col = np.where(p < n, rev[np.minimum(p, n - 1)].astype(np.int64), -1)
-            a = int(np.searchsorted(col, tok, side="left"))
-            b = int(np.searchsorted(col, tok, side="right"))
-            return lo + a, lo + b
+        """Ranks in ``lo:hi`` (sharing ``depth`` tokens) whose next reversed token is ``tok``.
+        The column is sorted over the range: a small range is read at once; a large one at
+        ``NARROW_READ`` evenly spaced ranks first, then only between the two samples that
+        bracket each bound (two small reads instead of a binary search in Python)."""
+        if hi - lo <= NARROW_READ:
+            col = self._column(np.arange(lo, hi), depth)
+            return (lo + int(np.searchsorted(col, tok, side="left")),
+                    lo + int(np.searchsorted(col, tok, side="right")))
+        step = -(-(hi - lo) // NARROW_READ)
+        at = np.arange(lo, hi, step)
+        col = self._column(at, depth)
 
-        def key(i: int) -> int:
-            p = int(sa[i]) + depth
-            return int(rev[p]) if p < n else -1
+        def bound(side: str) -> int:
+            i = int(np.searchsorted(col, tok, side=side))
+            a = int(at[i - 1]) + 1 if i > 0 else lo  # samples before a: on the wrong side
+            b = int(at[i]) if i < len(at) else hi  # sample b and later: past the bound
+            return a + int(np.searchsorted(self._column(np.arange(a, b), depth), tok, side=side))
 
-        a = bisect_left(range(lo, hi), tok, key=key)
-        b = bisect_right(range(lo + a, hi), tok, key=key)
-        return lo + a, lo + a + b
+        return bound("left"), bound("right")
 
     def _valid_positions(self, lo: int, hi: int, exclude_doc: int | None) -> np.ndarray:
         """Reversed positions in ``lo:hi`` that have a continuation and are not excluded."""

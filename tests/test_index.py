@@ -332,30 +332,8 @@ def test_mixing_weights_move_between_model_and_index(engine, monkeypatch):
     assert int(torch.argmax(one)) == est.top()[0]
     assert torch.allclose(one.exp().sum(), torch.tensor(1.0), atol=1e-4)
     monkeypatch.setattr(engine, "_mix_weights", MixWeights(np.ones(shape), np.ones(shape)))
-    # The mixture's own line, not the reranker's choice among every candidate (below).
-    monkeypatch.setattr("hrm_lsp.inference.engine.RERANK", 0)
     one = engine.complete(_req(sources="both"), index=idx)
     assert one.text == "total += x"  # λ = 1 wherever the index matches: the index
-
-
-@pytest.mark.parametrize("sources", ["both", "index"])
-def test_the_reranker_chooses_the_best_shown_of_every_candidate(engine, sources):
-    """A single line: the mixture's lines, the index's greedy ones and lines copied from the
-    document all compete, and the best-scoring one the gate would show is what comes back."""
-    idx = RepoIndex(engine.tok, stdlib=False, modcache=False, background=False)
-    engine.rerank_log = []
-    try:
-        comp = engine.complete(_req(sources=sources), index=idx)
-        (inner, cands, scores), = engine.rerank_log
-    finally:
-        engine.rerank_log = None
-    assert {c.text for c in cands} >= {"total += x"}  # the other loop's body, copied
-    assert any(c.copies for c in cands) and any(c.greedy for c in cands)
-    assert any(c.mix_logp is not None for c in cands) == (sources == "both")
-    shown = [i for i, c in enumerate(cands) if c.shown]
-    best = max(shown, key=lambda i: scores[i]) if shown else int(np.argmax(scores))
-    assert comp.text == cands[best].text
-    assert len({c.text for c in cands}) == len(cands)  # one candidate per text
 
 
 def test_mixture_scores_of_a_candidate_are_the_models_own_at_lambda_zero(engine):

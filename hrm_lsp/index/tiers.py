@@ -45,8 +45,6 @@ CONTEXT_CHARS = 65_536  # the document before the cursor that the document tier 
 MAX_WORKSPACE_BYTES = 200_000_000
 STATIC_ENV = "HRM_LSP_INDEX_STATIC"
 MEMO_SIZE = 4096  # estimates memoised per query
-COPY_TIERS = ("document", "package", "workspace")  # where ``Query.copies`` copies from
-COPY_PER_MATCH = 64  # occurrences of one match length it reads at most
 _MISSING = object()  # past this the workspace tier stops adding files
 
 Progress = Callable[[str, int], None]
@@ -70,18 +68,6 @@ class Estimate:
         """(most frequent continuation, its share of the occurrences)."""
         i = int(np.argmax(self.counts))
         return int(self.tokens[i]), float(self.counts[i]) / max(1, self.total)
-
-
-@dataclass
-class Copy:
-    """A continuation copied from the index (``Query.copies``): its ids, the tier and
-    context match length of its first occurrence, and how many occurrences read the same."""
-
-    ids: list[int]
-    tier: str
-    length: int
-    count: int
-    distance: int = -1  # tokens between the nearest occurrence and the cursor (document tier)
 
 
 @dataclass
@@ -187,49 +173,6 @@ class Query:
                     break
                 limit = m.length - 1
         return best
-
-    def copies(self, ids: Sequence[int], k: int, max_tokens: int, ends: np.ndarray,
-               tiers: Sequence[str] = COPY_TIERS, per_match: int = COPY_PER_MATCH) -> list[Copy]:
-        """Up to ``k`` distinct continuations of ``ids`` copied as they occur in the user's
-        code: what follows the occurrences of the longest match of ``ids``'s end in each of
-        ``tiers`` (backing off to shorter matches for more), each up to and including the
-        first token that ``ends`` marks (a line's end) or ``max_tokens`` tokens. Longer
-        matches come first. Unlike ``continuation`` they never splice two occurrences, so
-        a line that occurs elsewhere in the file is offered whole."""
-        found: dict[tuple[int, ...], Copy] = {}
-        for name, index, exclude in self._tiers:
-            if name not in tiers:
-                continue
-            limit, read = MAX_MATCH, set()  # a shorter match's occurrences hold the longer's
-            while limit > 0:
-                m = index.longest_match(ids, limit, exclude_doc=exclude)
-                if not m.length:
-                    break
-                pos = index._valid_positions(m.lo, min(m.hi, m.lo + per_match), exclude)
-                for p in pos.tolist():
-                    if p in read:
-                        continue
-                    read.add(p)
-                    seg = index.rev[max(0, p - max_tokens): p][::-1].astype(np.int64)
-                    stop = np.flatnonzero((seg == index.sep) | ends[np.minimum(seg, len(ends) - 1)])
-                    if stop.size:
-                        seg = seg[: stop[0] + (seg[stop[0]] != index.sep)]
-                    key = tuple(seg.tolist())
-                    if not key:
-                        continue
-                    near = int(p - index.doc_starts[0]) if name == "document" and \
-                        index.doc_of(np.array([p]))[0] == 0 else -1  # in the text before the cursor
-                    if key in found:
-                        c = found[key]
-                        c.count += 1
-                        if near >= 0 and (c.distance < 0 or near < c.distance):
-                            c.distance = near
-                    elif len(found) < k:
-                        found[key] = Copy(list(key), name, m.length, 1, near)
-                if len(found) >= k:
-                    return list(found.values())
-                limit = m.length - 1
-        return list(found.values())
 
     def continuation(self, ids: Sequence[int], k: int) -> list[int]:
         """Up to ``k`` tokens the index expects after ``ids`` (greedy ∞-gram): a draft."""

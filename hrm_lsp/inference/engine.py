@@ -33,7 +33,6 @@ from hrm_lsp.inference import gate
 from hrm_lsp.inference.plan import parse_plan, plan_from_comment, plan_parts
 from hrm_lsp.inference.prompt import fim_prompt
 from hrm_lsp.inference.refine import Candidate, formatted_middle, refine_loop, splice
-from hrm_lsp.inference.rerank import LineCandidate, default_reranker
 from hrm_lsp.inference.sampling import repeat_penalized, sample_next
 from hrm_lsp.inference.session import MLXRunner, Session, SessionPool
 from hrm_lsp.inference.stops import StopRule, cursor_in_block
@@ -66,11 +65,6 @@ DIAG_TOKENS = 96  # room for the diagnostics of one refinement round (longer tex
 SPECULATE_TOKENS = 6  # tokens the index drafts for the model to verify at once
 SPECULATE_MIN_MATCH = 4  # only from a match at least this long (shorter ones rarely hold)
 INDEX_CANDIDATES = 4  # first tokens the index source tries (then rescored with the suffix)
-# Single-line: every candidate (the mixture's, the index's greedy ones and COPY_CANDIDATES
-# lines copied whole from the user's code) is scored by the fitted reranker (rerank.py).
-RERANK = 1
-COPY_CANDIDATES = 8
-RERANK_MODEL = 0  # the mixture scores every candidate for it (a forward pass each)
 SUFFIX_TOKENS, SUFFIX_CHARS = 8, 120  # how much of the text after the hole rescores them
 # What judges the mixture's line against the index's best one in "both": the mixture's
 # probabilities ("mixture") or the index's alone ("index", before quality run 9). Dev split
@@ -162,7 +156,6 @@ class Engine:
         from hrm_lsp.index.mix import default_weights
 
         self._mix_weights = default_weights()
-        self._reranker = default_reranker()
         self._confidence: dict[str, float] = {}
         self._shown_memo: dict[str, bool] = {}
         self._lock = threading.Lock()
@@ -355,7 +348,6 @@ class Engine:
         self._confidence: dict[str, float] = {}
         self._first_bans: list[int] = []
         self._shown_memo: dict[str, bool] = {}
-        self._mixed_lines: list[tuple[str, str, list[float]]] = []  # the mixture's line candidates
         query = self._query(req, index, timings)
         if req.sources == "index":
             return self._complete_index(req, query, cancel, deadline, t0, timings)
@@ -423,20 +415,8 @@ class Engine:
             # log-probability under the mixture, so the model has its say in the choice
             # (``CHOOSE_BY``; "index" judges with the index's probabilities alone).
             ta = time.monotonic()
-            alt = None
-            if RERANK:
-                first_lp = torch.log_softmax(mixer.mix(logits, []).float(), -1)
-                won = self._rerank(req, query, prefix, suffix, cancel, deadline, first_lp,
-                                   lambda ids: self._mixed_logps(session, base_len, logits,
-                                                                 mixer, ids))
-                if won is not None and not cancel.cancelled:
-                    text, reason = won.text, won.reason
-                    lp = won.mix_logp if won.mix_logp is not None else \
-                        self._mixed_logps(session, base_len, logits, mixer, won.ids)
-                    self._confidence[text] = math.exp(sum(lp) / len(lp)) if lp else 0.0
-            else:
-                alt = self._best_index_candidate(req, query, prefix, suffix, in_block, cancel,
-                                                 deadline)
+            alt = self._best_index_candidate(req, query, prefix, suffix, in_block, cancel,
+                                             deadline)
             if alt is not None and text != alt[1][0] and not cancel.cancelled:
                 suffix_ids = self.tok.encode(suffix[:SUFFIX_CHARS])[:SUFFIX_TOKENS]
                 mine_ids, alt_ids = self.tok.encode(text), self.tok.encode(alt[1][0])
@@ -536,12 +516,7 @@ class Engine:
         prefix, suffix = req.text[: req.offset], req.text[req.offset:]
         in_block = cursor_in_block(req.text, req.offset) if req.multiline else False
         ta = time.monotonic()
-        if RERANK and not req.multiline:
-            won = self._rerank(req, query, prefix, suffix, cancel, deadline, None)
-            best = None if won is None else (0.0, (won.text, won.reason, won.idx_logp, won.ids))
-        else:
-            best = self._best_index_candidate(req, query, prefix, suffix, in_block, cancel,
-                                              deadline)
+        best = self._best_index_candidate(req, query, prefix, suffix, in_block, cancel, deadline)
         text, reason, logp, out = best[1] if best is not None else ("", "eot", [], [])
         timings.index_ms += (time.monotonic() - ta) * 1000
         timings.decode_tokens += len(out)
@@ -559,18 +534,12 @@ class Engine:
         or None. Candidates: the greedy continuation after each of the few most likely first
         tokens; the one the text after the hole follows best wins (fill-in-the-middle
         consistency, ``_suffix_logp``), its own mean log-probability breaking ties."""
-        return self._pick(req, self._index_candidates(req, query, prefix, suffix, in_block,
-                                                      cancel, deadline), lambda c: c[0])
-
-    def _index_candidates(self, req, query, prefix, suffix, in_block, cancel, deadline):
-        """[(score, (text, stop reason, log-probabilities, ids))] of the index's greedy
-        candidates (see ``_best_index_candidate``)."""
         from hrm_lsp.validators import syntax_errors
 
         weights = self._mix_weights
         first = self._index_step(query, [], "", weights)
         if first is None:
-            return []
+            return None
         starts = self._first_tokens(first, INDEX_CANDIDATES)
         suffix_ids = self.tok.encode(suffix[:SUFFIX_CHARS])[:SUFFIX_TOKENS]
         scored = []
@@ -581,70 +550,7 @@ class Engine:
                             syntax_errors=syntax_errors)
             cand = self._index_greedy(query, start, first, rule, req, weights, cancel, deadline)
             scored.append((self._candidate_score(query, cand[3], cand[2], suffix_ids), cand))
-        return scored
-
-    def _rerank(self, req, query, prefix, suffix, cancel, deadline, first_lp, mixed=None):
-        """The single line to show: of every candidate (the mixture's lines, the index's
-        greedy ones, lines copied whole from the user's code) the one the reranker scores
-        best among those the gate would show (``rerank.py``); None without candidates.
-        ``first_lp``: the mixture's first-token log-probabilities (None: the index alone)."""
-        pool: dict[str, LineCandidate] = {}
-        for text, reason, lp in self._mixed_lines:
-            if text.strip() and text not in pool:
-                pool[text] = LineCandidate(text, reason, self.tok.encode(text), mix_logp=lp)
-        for _, (text, reason, _lp, ids) in self._index_candidates(
-                req, query, prefix, suffix, False, cancel, deadline):
-            if text.strip():
-                pool.setdefault(text, LineCandidate(text, reason, list(ids))).greedy = True
-        ends = self._line_end_ids()
-        for cp in query.copies(query.prefix_ids, COPY_CANDIDATES, req.max_tokens, ends) \
-                if COPY_CANDIDATES else []:
-            text = self.tok.decode(cp.ids)
-            if not text.startswith(self._must_start):
-                continue
-            cut = StopRule(False, prefix, suffix).check(text)
-            reason = "line" if cut is not None else "max_tokens"
-            text = text[:cut] if cut is not None else text
-            if not text.strip():
-                continue
-            c = pool.setdefault(text, LineCandidate(text, reason, self.tok.encode(text)))
-            c.copies += cp.count
-            c.copy_len = max(c.copy_len, cp.length)
-            c.copy_local |= cp.tier in ("document", "package")
-            if cp.distance >= 0 and (c.distance < 0 or cp.distance < c.distance):
-                c.distance = cp.distance
-        if not pool:
-            return None
-        suffix_ids = self.tok.encode(suffix[:SUFFIX_CHARS])[:SUFFIX_TOKENS]
-        line_head = prefix[prefix.rfind("\n") + 1:]
-        doc_lines = {ln.strip() for ln in req.text.split("\n")}
-        cands = []
-        for c in pool.values():
-            if cands and (cancel.cancelled or time.monotonic() > deadline):
-                break
-            c.idx_logp = self._index_logps(query, query.prefix_ids, c.ids)
-            c.suffix = self._suffix_logp(query, c.ids, suffix_ids)
-            c.mix_first = float(first_lp[c.ids[0]]) if first_lp is not None and c.ids else 0.0
-            c.in_doc = (line_head + c.text).strip() in doc_lines
-            c.shown = self._shown(req, c.text)
-            if mixed is not None and RERANK_MODEL:
-                c.model_logp = c.mix_logp if c.mix_logp is not None else mixed(c.ids)
-            cands.append(c)
-        scores = self._reranker.scores(req.sources, cands)
-        if self.rerank_log is not None:
-            self.rerank_log.append((req, cands, scores))
-        order = np.argsort(-scores, kind="stable")
-        return next((cands[i] for i in order if cands[i].shown), cands[int(order[0])])
-
-    rerank_log: list | None = None  # (request, candidates, scores) per reranked request, when a list
-
-    def _line_end_ids(self) -> np.ndarray:
-        """Per id: does its text hold a line end?"""
-        if self._line_ends is None:
-            self._line_ends = np.array(["\n" in s for s in self._pieces()], dtype=bool)
-        return self._line_ends
-
-    _line_ends: np.ndarray | None = None
+        return self._pick(req, scored, lambda c: c[0])
 
     def _pick(self, req: CompletionRequest, scored: list, text_of: Callable[[Any], str]):
         """The best-scoring (score, candidate) of ``scored`` that the gate would show
@@ -855,7 +761,6 @@ class Engine:
                 continue
             lp = self._last_logp + [self._end_logp]
             scored.append((sum(lp) / len(lp) if LINE_SCORE == "mean" else sum(lp), (text, reason)))
-            self._mixed_lines.append((text, reason, list(self._last_logp)))
         best = self._pick(req, scored, lambda c: c[0])
         if best is None:
             return self._decode_code(session, logits, new_rule(), req, gen, deadline, cancel,

@@ -400,3 +400,60 @@ def test_speculative_decoding_gives_plain_greedy_output(engine, monkeypatch, tmp
     assert sum(c.timings.accepted_tokens for c in fast) > 0
     # The session holds exactly what plain decoding left (no leftover draft tokens).
     assert engine.sessions.get("fast").ids == engine.sessions.get("plain").ids
+
+
+def test_token_healing_allows_exactly_the_pieces_that_agree_with_the_cut_text(engine):
+    """``_allowed`` (sorted pieces and prefix lookups, remembered per text) equals reading
+    every piece: the ids whose text starts with what is still needed, or is a start of it."""
+    pieces = engine._pieces()
+    rng = random.Random(3)
+    words = [p for p in pieces if p.strip()]
+    needs = ["total", " x", "\t", "(", "}\n", "é", "\U0010ffff"] + [
+        rng.choice(words)[: rng.randint(1, 3)] + rng.choice(["", "a", "(", " "]) for _ in range(60)]
+    try:
+        for need in needs:
+            engine._must_start = need
+            want = [i for i, s in enumerate(pieces) if s and (s.startswith(need) or need.startswith(s))]
+            assert engine._allowed("").tolist() == want, need
+            assert engine._allowed("").tolist() == want  # remembered
+            assert engine._allowed(need) is None  # nothing left to agree with
+    finally:
+        engine._must_start = ""
+
+
+def test_estimates_skip_tiers_that_cannot_win_and_stay_the_same(tok, stdlib_src, tmp_path, monkeypatch):
+    """Decoding asks for each context after the one before it; a tier whose bound (its match
+    for the shorter context, plus one) cannot beat the best so far is not searched. The
+    estimates equal those of a fresh query, which knows no bounds."""
+    ws = tmp_path / "ws"
+    for f in ("strings/compare.go", "strings/reader.go", "bytes/reader.go", "sort/search.go"):
+        _write(ws / f, (stdlib_src / f).read_text(encoding="utf-8"))
+    idx = _index(tok, ws, tmp_path)
+    text = (stdlib_src / "strings/builder.go").read_text(encoding="utf-8")
+    calls = {"n": 0}
+    real = SuffixIndex.longest_match
+
+    def counting(self, *a, **kw):
+        calls["n"] += 1
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(SuffixIndex, "longest_match", counting)
+    path = str(ws / "strings" / "builder.go")
+    for at in (text.index("func (b *Builder) Len"), text.index("func (b *Builder) Grow")):
+        for bonus in ({"document": 2.0, "package": 1.0, "workspace": 1.0}, {"document": 8.0}):
+            q = idx.query(text, at, path)
+            ctx, searched, fresh_calls = list(q.prefix_ids), 0, 0
+            for _ in range(30):
+                before = calls["n"]
+                e = q.estimate(ctx, bonus)
+                searched += calls["n"] - before
+                before = calls["n"]
+                f = idx.query(text, at, path).estimate(ctx, bonus)
+                fresh_calls += calls["n"] - before
+                assert (e is None) == (f is None)
+                if e is None:
+                    break
+                assert (e.tier, e.length) == (f.tier, f.length)
+                assert e.tokens.tolist() == f.tokens.tolist() and e.counts.tolist() == f.counts.tolist()
+                ctx.append(e.top()[0])
+            assert searched < fresh_calls  # some tiers were skipped

@@ -109,6 +109,7 @@ class Query:
         self.tok = owner.tok
         self.bonus = default_weights().tier_bonus
         self._memo: dict = {}
+        self._lengths: dict = {}  # context -> each tier's match length (or a bound on it)
         self._tiers: list[tuple[str, SuffixIndex, int | None]] = [("document", document, None)]
         if package is not None:
             self._tiers.append(("package", package, None))
@@ -156,10 +157,22 @@ class Query:
 
     def _estimate(self, ids, bonus, allowed) -> Estimate | None:
         best, score = None, 0.0
-        for name, index, exclude in self._tiers:
+        # A tier's match for ``ids`` is at most one token longer than its match for ``ids``
+        # without the last token (that shorter suffix occurs, followed by it): a tier whose
+        # bound plus bonus cannot beat the best so far is not searched. Decoding asks for
+        # each context after the one before it, so the bounds are usually known.
+        prev = self._lengths.get(tuple(ids[-MAX_MATCH - 1:-1])) if len(ids) > 1 else None
+        lengths = []
+        for i, (name, index, exclude) in enumerate(self._tiers):
+            if prev is not None and best is not None and \
+                    min(MAX_MATCH, prev[i] + 1) + bonus.get(name, 0.0) <= score:
+                lengths.append(min(MAX_MATCH, prev[i] + 1))
+                continue
             limit = MAX_MATCH
-            for _ in range(8 if allowed is not None else 1):
+            for attempt in range(8 if allowed is not None else 1):
                 m = index.longest_match(ids, limit, exclude_doc=exclude)
+                if not attempt:
+                    lengths.append(m.length)
                 if not m.length:
                     break
                 toks, counts = index.next_counts(m, exclude_doc=exclude)
@@ -172,6 +185,8 @@ class Query:
                         best, score = Estimate(name, m.length, toks, counts), sc
                     break
                 limit = m.length - 1
+        if len(self._lengths) < MEMO_SIZE:
+            self._lengths[tuple(ids[-MAX_MATCH:])] = lengths
         return best
 
     def continuation(self, ids: Sequence[int], k: int) -> list[int]:

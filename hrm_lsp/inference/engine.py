@@ -19,6 +19,7 @@ import math
 import re
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -158,6 +159,7 @@ class Engine:
         self._mix_weights = default_weights()
         self._confidence: dict[str, float] = {}
         self._shown_memo: dict[str, bool] = {}
+        self._allowed_memo: dict[str, torch.Tensor] = {}  # token healing: ids per text still needed
         self._lock = threading.Lock()
         sp = tokenizer.special_ids
         self.special_ids = frozenset(sp.values())
@@ -307,9 +309,33 @@ class Engine:
         need = self._must_start[len(done):] if done.startswith(self._must_start[:len(done)]) else None
         if not self._must_start or need is None or len(done) >= len(self._must_start):
             return None
-        ok = [i for i, s in enumerate(self._pieces())
-              if s and (s.startswith(need) or need.startswith(s))]
-        return torch.tensor(ok, dtype=torch.long)
+        hit = self._allowed_memo.get(need)
+        if hit is None:
+            texts, ids, by_text = self._piece_order()
+            # Pieces that start with ``need`` sort together; pieces that ``need`` starts
+            # with are its prefixes (as every piece with ``s.startswith(need) or
+            # need.startswith(s)``, without reading the whole vocabulary).
+            lo, hi = bisect_left(texts, need), bisect_left(texts, need + "\U0010ffff")
+            ok = set(ids[lo:hi])
+            for n in range(1, len(need)):
+                ok.update(by_text.get(need[:n], ()))
+            hit = torch.tensor(sorted(ok), dtype=torch.long)
+            if len(self._allowed_memo) >= 1024:
+                self._allowed_memo.clear()
+            self._allowed_memo[need] = hit
+        return hit
+
+    def _piece_order(self) -> tuple[list[str], list[int], dict[str, list[int]]]:
+        """The non-empty pieces sorted, their ids in that order, and ids by piece text."""
+        if self._piece_sorted is None:
+            pairs = sorted((s, i) for i, s in enumerate(self._pieces()) if s)
+            by_text: dict[str, list[int]] = {}
+            for s, i in pairs:
+                by_text.setdefault(s, []).append(i)
+            self._piece_sorted = ([s for s, _ in pairs], [i for _, i in pairs], by_text)
+        return self._piece_sorted
+
+    _piece_sorted: tuple | None = None
 
     def _pieces(self) -> list[str]:
         """The text of every id ("" for the special ones)."""

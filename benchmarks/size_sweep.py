@@ -24,7 +24,7 @@ import json
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -50,6 +50,8 @@ class Variant:
 VARIANTS = (
     Variant("small 1x1", "4k", ()),
     Variant("small 2x2 gated", "4k", (f"{M}H_cycles=2", f"{M}L_cycles=2", f"{M}recurrent_gates=true")),
+    Variant("small 2x2 gated, random cycles", "4k",
+            (f"{M}H_cycles=2", f"{M}L_cycles=2", f"{M}recurrent_gates=true", "run.random_cycles=true")),
     Variant("small GPT", "4k", ("model.arch=gpt",)),
     Variant("narrow 1x1", "4k", (f"{M}d_model=128", f"{M}n_heads=4", f"{M}mlp_hidden=384")),
     Variant("medium 1x1", "4k", (f"{M}d_model=256", f"{M}n_heads=8", f"{M}H_layers=3",
@@ -62,7 +64,11 @@ def plan_steps(variant: Variant, data: Path, budget: float, base: tuple[str, ...
     """(steps, training FLOPs per token, tokens per step) for ``budget`` FLOPs."""
     recipe = recipe_for(TrainOptions(recipe=RECIPE, data=(data,), overrides=(*base, *variant.sets)))
     cfg = model_config_for(recipe, Dataset(data).tokenizer.vocab_size)
-    fpt = flops_per_token(cfg, recipe.data.seq_len, training=True).total
+    counts = [(h, l_) for h in range(1, cfg.H_cycles + 1) for l_ in range(1, cfg.L_cycles + 1)] \
+        if recipe.run.random_cycles else [(cfg.H_cycles, cfg.L_cycles)]
+    # Random cycles: the mean over the counts a step draws from (uniformly).
+    fpt = sum(flops_per_token(replace(cfg, H_cycles=h, L_cycles=l_), recipe.data.seq_len,
+                              training=True).total for h, l_ in counts) / len(counts)
     per_step = recipe.data.batch_size * recipe.data.seq_len * recipe.optim.grad_accum
     return max(1, round(budget / (fpt * per_step))), fpt, per_step
 
@@ -112,9 +118,15 @@ def main(argv: list[str] | None = None) -> None:
         row = {"variant": v.name, "params": res.num_params, "steps": steps, "tokens": res.tokens,
                "flops_per_token": fpt, "wall_s": wall, "test_bpb": score["val_bpb"],
                "curve": curve(run)}
+        if "run.random_cycles=true" in v.sets:  # the same weights at each count they trained at
+            row["test_bpb_by_cycles"] = {
+                f"{h}x{l_}": heldout_score(run, data, "test", "cpu", batches=args.test_batches,
+                                           cycles=(h, l_))["val_bpb"] for h in (1, 2) for l_ in (1, 2)}
         rows.append(row)
         print(f"{v.name}: {res.num_params:,} params, {steps} steps, {res.tokens:,} tokens, "
-              f"{wall:.0f} s, test {score['val_bpb']:.4f} bits/byte", flush=True)
+              f"{wall:.0f} s, test {score['val_bpb']:.4f} bits/byte"
+              + "".join(f", at {k} {b:.4f}" for k, b in row.get("test_bpb_by_cycles", {}).items()),
+              flush=True)
         if args.json:
             Path(args.json).write_text(json.dumps(rows, indent=1))
     print()

@@ -47,9 +47,9 @@ def compression_floor(ds: Dataset, split: str) -> dict[str, float]:
 
 
 def heldout_score(run: Path, data: Path, split: str, device: str,
-                  batches: int | None = None) -> dict[str, float]:
+                  batches: int | None = None, cycles: tuple[int, int] | None = None) -> dict[str, float]:
     """Bits per byte of a finished run's latest checkpoint on ``split`` (every batch of it,
-    or its first ``batches``)."""
+    or its first ``batches``); ``cycles``: run an HRGC model at these (H, L) cycles."""
     from dataclasses import replace
 
     from hrm_lsp.training.checkpoint import latest_checkpoint
@@ -65,6 +65,8 @@ def heldout_score(run: Path, data: Path, split: str, device: str,
     trainer, _ = make_trainer(recipe, cfg, Dist())
     ck = latest_checkpoint(run)
     trainer.load(ck, {}, weights_only=True)
+    if cycles is not None:
+        trainer.raw.cycles = cycles
     return evaluate(trainer, TrainData(ds, recipe, cfg.byte_features, eval_split=split))
 
 

@@ -434,3 +434,30 @@ def test_gated_recurrence_does_not_collapse_after_a_short_real_run(stdlib_src):
     var_g, loss_g = _position_variance(gated, b)
     assert var_g > 0.1 and var_g > 3 * var_u, (var_g, var_u)
     assert loss_g < loss_u, (loss_g, loss_u)
+
+
+def test_fewer_cycles_than_the_config_are_the_smaller_configs_function():
+    """``HRGC.cycles`` runs a 2 x 2 model at fewer cycles: at (1, 1) it is exactly the 1 x 1
+    model with the same weights (gates open, so the recurrence matters at 2 x 2); counts past
+    the config's are refused."""
+    torch.manual_seed(0)
+    two = build_model(preset("tiny", H_cycles=2, L_cycles=2)).eval()
+    with torch.no_grad():
+        for g in ("gate_LL", "gate_LH", "gate_HH"):
+            getattr(two, g).fill_(0.5)
+    one = build_model(preset("tiny", H_cycles=1, L_cycles=1)).eval()
+    load_weights(one, state_dict_for_export(two))
+    ids = _ids(T=30)
+    with torch.no_grad():
+        full = two(ids).logits
+        two.cycles = (1, 1)
+        assert torch.equal(two(ids).logits, one(ids).logits)
+        assert not torch.allclose(full, one(ids).logits)
+        # ... cached too: the 2 x 2 cache layout with the (1, 1) count throughout.
+        cache = two.new_cache(batch=2, max_len=30)
+        parts = [two(ids[:, :20], cache=cache).logits]
+        parts += [two(ids[:, t:t + 1], cache=cache).logits for t in range(20, 30)]
+        torch.testing.assert_close(torch.cat(parts, 1), one(ids).logits, atol=INCREMENTAL_ATOL, rtol=0)
+        two.cycles = (3, 1)
+        with pytest.raises(ValueError, match="outside"):
+            two(ids)

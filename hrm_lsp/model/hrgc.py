@@ -330,6 +330,21 @@ class HRGC(LMBase):
             return self.gate_HH * z_H, z_L
         return z_H, z_L
 
+    # (H, L) cycles to run instead of the config's, each at most the config's (None: the
+    # config's). Training with ``run.random_cycles`` sets it per step; an evaluation may set
+    # it to score the model at fewer cycles. The KV cache keeps the config's layout, so a
+    # cached decode must use one count throughout. Torch only.
+    cycles: tuple[int, int] | None = None
+
+    def run_cycles(self) -> tuple[int, int]:
+        if self.cycles is None:
+            return self.cfg.H_cycles, self.cfg.L_cycles
+        h, l_ = self.cycles
+        if not (1 <= h <= self.cfg.H_cycles and 1 <= l_ <= self.cfg.L_cycles):
+            raise ValueError(f"cycles {self.cycles} outside 1..{self.cfg.H_cycles} x "
+                             f"1..{self.cfg.L_cycles} (the model's config)")
+        return h, l_
+
     def _run(self, module: ReasoningModule, z, inj, cos, sin, pos, cache, slot0, grad: bool):
         """One module application, with autograd only when ``grad`` (and checkpointed if set)."""
         if not grad:
@@ -352,14 +367,14 @@ class HRGC(LMBase):
         z_L = self.L_init.to(x.dtype).expand(B, T, -1)
 
         grad = torch.is_grad_enabled()
-        last_h, last_l = cfg.H_cycles - 1, cfg.L_cycles - 1
-        slot = 0
-        for h in range(cfg.H_cycles):
-            for l_step in range(cfg.L_cycles):
+        n_h, n_l = self.run_cycles()
+        last_h, last_l = n_h - 1, n_l - 1
+        for h in range(n_h):
+            for l_step in range(n_l):
                 # one_step (HRM): only the final L step keeps a graph; full (TRM): the whole last cycle.
                 g = grad and h == last_h and (cfg.grad_mode == "full" or l_step == last_l)
+                slot = (h * cfg.L_cycles + l_step) * cfg.L_layers  # the config's cache layout
                 z_L = self._run(self.L, *self._inputs_L(z_L, z_H, x), cos, sin, pos, cache, slot, g)
-                slot += cfg.L_layers
             z_H = self._run(self.H, *self._inputs_H(z_H, z_L), cos, sin, pos, cache,
                             cfg.H_cycles * cfg.L_cycles * cfg.L_layers + h * cfg.H_layers,
                             grad and h == last_h)

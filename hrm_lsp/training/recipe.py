@@ -140,6 +140,10 @@ class RunSection:
     qat_start: float = 0.0
     threads: int = 0  # torch CPU threads for the run (0: torch's default)
     fused_loss: bool = True  # torch: output head + CE fused and chunked (training/loss.py)
+    # HRGC, torch: each optimiser step runs a random cycle count (H uniform in 1..H_cycles, L
+    # in 1..L_cycles), so the trained model works at any count up to its config's
+    # (recurrent-depth training; docs/model.md). Evaluation runs the config's counts.
+    random_cycles: bool = False
 
     def validate(self) -> None:
         for name in ("log_every", "eval_every", "eval_batches", "keep_last"):
@@ -151,6 +155,8 @@ class RunSection:
             raise ConfigError(f"run.threads must be >= 0 (got {self.threads})")
         if self.checkpoint_every < 0:
             raise ConfigError("run.checkpoint_every must be >= 0 (0: once per epoch)")
+        if self.random_cycles and self.backend != "torch":
+            raise ConfigError("run.random_cycles needs the torch backend")
 
 
 @dataclass(frozen=True)

@@ -164,6 +164,8 @@ class TorchTrainer:
         for g in self.optimizer.param_groups:
             g["lr"] = g["peak_lr"] * lr_scale
         n = len(micro)
+        if self.recipe.run.random_cycles and hasattr(self.raw, "cycles"):
+            self.raw.cycles = self.step_cycles()
         sums: dict[str, Any] = {}
         for i, (t, feats) in enumerate(micro):
             b = to_torch_batch(t, self.device)
@@ -186,7 +188,21 @@ class TorchTrainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         out["lr"] = self.optimizer.param_groups[0]["lr"]
+        if self.recipe.run.random_cycles and hasattr(self.raw, "cycles"):
+            out["cycles_h"], out["cycles_l"] = self.raw.cycles
+            self.raw.cycles = None  # evaluation and export run the config's counts
         return out
+
+    def step_cycles(self) -> tuple[int, int]:
+        """This step's random (H, L) cycles: drawn from the run's seed and the optimiser's
+        step count, so a resumed run draws what the uninterrupted one would have."""
+        import random
+
+        state = next(iter(self.optimizer.state.values()), {})
+        step = int(state.get("step", 0))
+        rng = random.Random(self.recipe.run.seed * 1_000_003 + step)
+        cfg = self.raw.cfg
+        return rng.randint(1, cfg.H_cycles), rng.randint(1, cfg.L_cycles)
 
     # --- evaluation ---------------------------------------------------------------------
 

@@ -257,3 +257,28 @@ def test_late_qat_trains_in_float_first(byte_data: Path, tmp_path: Path):
     assert late[:2] == pytest.approx(fused[:2], rel=1e-5)
     assert late[2:] != pytest.approx(fused[2:], rel=1e-5)
     assert read_state(latest_checkpoint(runs["late_qat"]))["model_config"]["qat_bits"] == 4
+
+
+def test_random_cycles_draw_a_count_per_step_and_resume_draws_the_same(byte_data: Path, tmp_path: Path):
+    """run.random_cycles: each step of a 2 x 2 run runs (H, L) drawn from 1..2 x 1..2 (logged),
+    evaluation the full counts; the draws follow the optimiser's step, so a resumed run
+    draws what the uninterrupted one did. Other backends refuse the switch."""
+    from hrm_lsp.config import ConfigError
+    from hrm_lsp.training.recipe import load_recipe
+
+    common = ("run.eval_every=100", "run.log_every=1", "run.eval_batches=1", "run.random_cycles=true")
+    model = ("model.overrides.H_cycles=2", "model.overrides.L_cycles=2")
+    whole = tmp_path / "whole"
+    train(opts(byte_data, whole, 8, *common, *model))
+    rows = [m for m in read_metrics(whole / "metrics.jsonl") if "cycles_h" in m]
+    drawn = [(int(m["cycles_h"]), int(m["cycles_l"])) for m in rows]
+    assert len(drawn) == 8 and len(set(drawn)) > 1
+    assert all(1 <= h <= 2 and 1 <= l_ <= 2 for h, l_ in drawn)
+    part = tmp_path / "part"
+    train(opts(byte_data, part, 4, *common, *model, "run.checkpoint_every=4"))
+    train(opts(byte_data, part, 8, *common, resume=True))
+    again = [(int(m["cycles_h"]), int(m["cycles_l"])) for m in read_metrics(part / "metrics.jsonl")
+             if "cycles_h" in m]
+    assert again[-4:] == drawn[-4:]
+    with pytest.raises(ConfigError, match="torch backend"):
+        load_recipe("tiny", ["run.random_cycles=true", "run.backend=mlx"])

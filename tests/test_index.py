@@ -53,7 +53,10 @@ def go_docs(stdlib_src, tok) -> list[list[int]]:
     return [tok.encode((stdlib_src / f).read_text(encoding="utf-8")[:1500]) for f in GO_FILES]
 
 
-def test_longest_match_equals_brute_force_on_real_go(go_docs, tok):
+@pytest.mark.parametrize("narrow_read", [512, 3])
+def test_longest_match_equals_brute_force_on_real_go(go_docs, tok, narrow_read, monkeypatch):
+    # narrow_read 3: every range over 3 ranks is narrowed through the sampled bounds.
+    monkeypatch.setattr("hrm_lsp.index.suffix.NARROW_READ", narrow_read)
     index = SuffixIndex.build(go_docs, tok.vocab_size)
     assert index.n_docs == len(go_docs) and index.n_tokens == sum(map(len, go_docs))
     rng = random.Random(1)

@@ -224,6 +224,9 @@ def test_a_withheld_body_from_both_falls_back_to_the_model_alone(tmp_path, monke
     try:
         monkeypatch.setattr(engine_mod.gate, "withhold_reason", real)
         plain = engine.complete(r, index=index)
+        monkeypatch.setattr(engine_mod, "BODY_MODEL_FALLBACK", 0)
+        own = engine.complete(r, index=index)  # both's own answer, judged by the real gate
+        monkeypatch.setattr(engine_mod, "BODY_MODEL_FALLBACK", 1)
         monkeypatch.setattr(engine_mod.gate, "withhold_reason", first_withheld)
         alone = engine.complete(r, index=index)
         monkeypatch.setattr(engine_mod, "BODY_MODEL_FALLBACK", 0)
@@ -231,7 +234,9 @@ def test_a_withheld_body_from_both_falls_back_to_the_model_alone(tmp_path, monke
         kept = engine.complete(r, index=index)
     finally:
         index.close()
-    assert plain.text.strip() and plain.sources == "both"
+    # Unforced, the fallback runs exactly when the real gate withholds both's own answer.
+    assert own.sources == "both" and plain.text.strip()
+    assert plain.sources == ("both" if own.withheld is None else "model")
     assert alone.sources == "model" and not alone.withheld and alone.text.strip()
     assert any("model alone" in n for n in alone.notes)
     assert kept.sources == "both" and kept.withheld == "does not parse"

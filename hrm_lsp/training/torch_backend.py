@@ -159,13 +159,25 @@ class TorchTrainer:
         """One optimiser step over ``micro`` (grad_accum micro-batches).
 
         Returns metrics as 0-d tensors (float() them only when logging: no per-step sync).
+        With ``run.random_cycles`` the step runs at ``step_cycles()`` (logged as
+        ``cycles_h`` / ``cycles_l``); the model is back at its config's counts afterwards,
+        also when the step raises (evaluation and export run those).
         """
+        if not (self.recipe.run.random_cycles and hasattr(self.raw, "cycles")):
+            return self._step(micro, lr_scale)
+        self.raw.cycles = self.step_cycles()
+        try:
+            out = self._step(micro, lr_scale)
+            out["cycles_h"], out["cycles_l"] = self.raw.cycles
+            return out
+        finally:
+            self.raw.cycles = None
+
+    def _step(self, micro: list[tuple[Targets, dict | None]], lr_scale: float) -> dict[str, Any]:
         self.model.train()
         for g in self.optimizer.param_groups:
             g["lr"] = g["peak_lr"] * lr_scale
         n = len(micro)
-        if self.recipe.run.random_cycles and hasattr(self.raw, "cycles"):
-            self.raw.cycles = self.step_cycles()
         sums: dict[str, Any] = {}
         for i, (t, feats) in enumerate(micro):
             b = to_torch_batch(t, self.device)
@@ -188,9 +200,6 @@ class TorchTrainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         out["lr"] = self.optimizer.param_groups[0]["lr"]
-        if self.recipe.run.random_cycles and hasattr(self.raw, "cycles"):
-            out["cycles_h"], out["cycles_l"] = self.raw.cycles
-            self.raw.cycles = None  # evaluation and export run the config's counts
         return out
 
     def step_cycles(self) -> tuple[int, int]:

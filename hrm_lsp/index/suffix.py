@@ -104,11 +104,15 @@ class SuffixIndex:
         """Document number of each reversed position."""
         return np.searchsorted(self.doc_starts, positions, side="right") - 1
 
+    def _read(self, positions: np.ndarray) -> np.ndarray:
+        """The reversed tokens at ``positions`` (any shape), -1 past the corpus end: no
+        token equals it, nor SEP, so a comparison with a context stops there."""
+        n = len(self.rev)
+        return np.where(positions < n, self.rev[np.minimum(positions, n - 1)].astype(np.int64), -1)
+
     def _column(self, ranks: np.ndarray, depth: int) -> np.ndarray:
         """The reversed token ``depth`` places into each ranked suffix (-1 past the end)."""
-        n = len(self.rev)
-        p = self.sa[ranks].astype(np.int64) + depth
-        return np.where(p < n, self.rev[np.minimum(p, n - 1)].astype(np.int64), -1)
+        return self._read(self.sa[ranks].astype(np.int64) + depth)
 
     def _narrow(self, lo: int, hi: int, depth: int, tok: int) -> tuple[int, int]:
         """Ranks in ``lo:hi`` (sharing ``depth`` tokens) whose next reversed token is ``tok``.
@@ -176,12 +180,9 @@ class SuffixIndex:
         """For a range of a few occurrences: extend each one to its full match at once
         (one comparison of slices each) instead of narrowing token by token."""
         pat = np.asarray(context[len(context) - limit: len(context) - depth][::-1], dtype=np.int64)
-        n = len(self.rev)
-        # One gather for every occurrence: the reversed tokens after its first ``depth``,
-        # -1 past the corpus end (no token equals it, nor SEP: a match stops at either).
+        # One gather for every occurrence: the reversed tokens after its first ``depth``.
         at = self.sa[lo:hi].astype(np.int64)[:, None] + depth + np.arange(len(pat))[None, :]
-        seg = np.where(at < n, self.rev[np.minimum(at, n - 1)].astype(np.int64), -1)
-        neq = seg != pat[None, :]
+        neq = self._read(at) != pat[None, :]
         lens = (depth + np.where(neq.any(axis=1), neq.argmax(axis=1), len(pat))).tolist()
         valid = self._valid_positions(lo, hi, exclude_doc)
         ok = set(valid.tolist())

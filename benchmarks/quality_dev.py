@@ -14,8 +14,10 @@ repository tiers as the server does. Line holes get the server's single-line set
 tokens, no refinement, ``--min-confidence``) and only their first line is scored (exact,
 trailing blanks ignored); body holes get its invoked multi-line settings (the ``Settings``
 defaults: 256 tokens, refinement through the validators, the doc comment as plan) and are
-scored as ``quality.py`` scores them: the spliced file parses (``gofmt -e``), and the
-body's similarity to the one removed. The shipped model trained on these repositories, so
+scored by ``quality.py``'s own scorer: the spliced file parses (``gofmt -e``), the body's
+similarity to the one removed, and go vet (counted over the cases whose original passes vet
+offline) with vet+sim50; "sibling bodies" counts answers that are a sibling function's body
+(``Engine._sibling_body``). The shipped model trained on these repositories, so
 its figures here are optimistic: use them to compare configurations with each other, never
 as the quality of the product (docs/benchmarks.md, "Suggestion quality").
 """
@@ -60,13 +62,6 @@ def body_request(case, text: str, path: Path, sources: str):
                                          multiline=True, plan=True, sources=sources)
 
 
-def body_parses(case, text: str, path: Path, suggestion: str) -> bool:
-    from hrm_lsp.validators import validate
-
-    r = validate(case.splice(text, suggestion), path=path, stages=("gofmt",))
-    return r.ok and "gofmt" not in r.skipped and r.unavailable is None
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sources", default="both", choices=("model", "index", "both"))
@@ -83,7 +78,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path.home() / ".cache/hrm-lsp/bench/index_mix/corpora")
     args = ap.parse_args()
 
-    from quality_cases import checkout_cases, score_body_text
+    from quality import Scorer
+    from quality_cases import checkout_cases
 
     import hrm_lsp.inference.engine as engine_mod
     import hrm_lsp.inference.stops as stops_mod
@@ -101,7 +97,8 @@ def main() -> None:
         setattr(mod, bare, value)
     engine = Engine.load(args.model, context=args.context)
     totals = {k: [0, 0] for k in kinds}
-    body = {"parses": 0, "similarity": 0.0, "ms": []}
+    body = {"parses": 0, "similarity": 0.0, "ms": [], "vet": 0, "vet_sim50": 0, "vet_n": 0,
+            "sibling": 0}
     shown_wrong = 0
     t0 = time.time()
     for name in DEV_REPOS:
@@ -110,6 +107,7 @@ def main() -> None:
             bundle = SHARED / "corpora" / f"{name}.bundle"
             repo.parent.mkdir(parents=True, exist_ok=True)
             subprocess.run(["git", "clone", "-q", str(bundle), str(repo)], check=True)
+        scorer = Scorer({name: repo}, timeout=30.0)
         index = RepoIndex(engine.tok, background=False)
         index.start([repo])
         cases = [(f, text, c) for f, text, got in checkout_cases(repo, 1, name)
@@ -122,9 +120,13 @@ def main() -> None:
                 comp = engine.complete(body_request(c, text, f, args.sources), index=index)
                 body["ms"].append((time.time() - tc) * 1000)
                 out = "" if comp.withheld else comp.text
-                rec = score_body_text(out, c.expected(text))
-                body["parses"] += rec["answered"] and body_parses(c, text, f, out)
+                rec = scorer.score(c, text, out)
+                body["parses"] += rec["parses"]
                 body["similarity"] += rec["similarity"]
+                body["vet_n"] += rec["vet_eligible"]
+                body["vet"] += rec["vet_ok"]
+                body["vet_sim50"] += rec["vet_ok"] and rec["similarity"] >= 0.5
+                body["sibling"] += bool(out) and comp.stop_reason == "sibling"
                 totals["body"][0] += rec["exact"]
                 totals["body"][1] += 1
                 continue
@@ -143,7 +145,10 @@ def main() -> None:
     if "body" in totals:
         n = max(1, totals["body"][1])
         ms = sorted(body["ms"]) or [0.0]
+        vn = max(1, body["vet_n"])
         parts.append(f"body parses {body['parses'] / n:.3f} similarity {body['similarity'] / n:.3f} "
+                     f"vet {body['vet'] / vn:.3f} vet+sim50 {body['vet_sim50'] / vn:.3f} "
+                     f"(vet n={body['vet_n']}) sibling bodies {body['sibling']} "
                      f"p50 {ms[len(ms) // 2]:.0f} ms")
     print(f"{args.sources}: {' | '.join(parts)} | shown wrong {shown_wrong} | "
           f"{time.time() - t0:.0f} s")

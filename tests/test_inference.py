@@ -420,6 +420,18 @@ def test_layout2_body_gets_its_doc_comment_as_plan_and_nothing_else_does(engine)
     assert engine.complete(req(filled, at, max_tokens=8, multiline=True)).plan == Plan()
 
 
+
+def test_a_doc_comment_longer_than_the_window_allows_is_not_given_as_plan(engine):
+    # The given plan is not cut by max_plan_tokens; a long one used to push the prompt past
+    # the window ("prompt of 257 tokens exceeds the context (256)" on the dev split).
+    words = " ".join(f"step{i} handles case number {i} of the input" for i in range(80))
+    src = f"package p\n\n// Sum adds. {words}\nfunc Sum(xs []int) int {{\n\t\n}}\n" + SRC * 8
+    body = src.index("int {\n\t") + len("int {\n\t")
+    assert len(engine.plan_ids(plan_from_comment(words))) > engine.capacity // 4
+    comp = engine.complete(req(src, body, max_tokens=256, multiline=True))
+    assert "the doc comment is too long for the model's window: no plan given" in comp.notes
+    assert comp.timings.prefill_tokens + comp.timings.reused_tokens <= engine.capacity - 8
+
 def test_a_large_multiline_reserve_leaves_the_prompt_half_the_window(engine):
     # The tiny model's window is 512: plan + 256 code tokens + a refinement round (666) would
     # leave no prompt; the prompt keeps at least half the window and decoding stops cleanly.

@@ -51,10 +51,10 @@ class _Nodes:
     """Candidates of each tree-sitter kind in one piece of code (parsed once, lazily)."""
 
     def __init__(self, text: str):
-        from hrm_lsp.validators.treesitter import _ByteMap, _doc_comment, parse
+        from hrm_lsp.validators.treesitter import ByteMap, _doc_comment, parse
 
         data = text.encode("utf-8", "surrogatepass")
-        bm = _ByteMap(text, data)
+        bm = ByteMap(text, data)
         tree = parse(data)
         self.body: list[Middle] = []
         self.block: list[Middle] = []

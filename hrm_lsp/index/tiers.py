@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from hrm_lsp.index import files as gofiles
+from hrm_lsp.index import siblings as sib
 from hrm_lsp.index import store
 from hrm_lsp.index.mix import default_weights
 from hrm_lsp.index.suffix import SuffixIndex, token_dtype
@@ -254,6 +255,7 @@ class RepoIndex:
         self._packages: dict[tuple[str, str], SuffixIndex] = {}
         self._package_pending: set[tuple[str, str]] = set()
         self._dirty = False
+        self._functions = sib.FunctionCache()
         # Bumped whenever a tier changes: answers computed before may differ now (the
         # server keys its result cache on it).
         self.version = 0
@@ -527,6 +529,37 @@ class RepoIndex:
         with self._lock:
             workspace, static = self._workspace, list(self._static)
         return Query(self, prefix_ids, document, self._package(key), workspace, key, static)
+
+    def siblings(self, text: str, offset: int, path: str | None = None,
+                 k: int = 3) -> list[sib.Sibling]:
+        """Up to ``k`` bodies of the functions of ``text`` and of the other files of its
+        package (live text where open) for the empty function body at ``offset``, most
+        similar signature first (``siblings.py``); [] when ``offset`` is not in one."""
+        target = sib.empty_function(text, offset)
+        if target is None:
+            return []
+        candidates: list[tuple[str | None, sib.FunctionBody]] = [
+            (None, fn) for fn in sib.file_functions(text) if fn.start != target.start]
+        own = str(Path(path)) if path else None
+        if own:
+            d = os.path.dirname(own)
+            try:
+                names = sorted(n for n in os.listdir(d) if n.endswith(".go"))
+            except OSError:
+                names = []
+            tests = own.endswith("_test.go")
+            for n in names:
+                p = os.path.join(d, n)
+                if p == own or (n.endswith("_test.go") and not tests):
+                    continue  # a non-test file cannot use what only tests define
+                live = self._live.get(p)
+                if live is not None:
+                    fns = self._functions.get(p, ("live", hash(live)), lambda live=live: live)
+                else:
+                    fns = self._functions.get(p, _file_key(Path(p)), lambda p=p: gofiles.read_go_file(
+                        Path(p), self.max_file_bytes)[0])
+                candidates += [(p, fn) for fn in fns]
+        return sib.rank(target, candidates, k)
 
     # -- reports -----------------------------------------------------------------------
 

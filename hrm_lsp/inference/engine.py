@@ -62,6 +62,11 @@ MULTILINE_RETRIES = 2
 # Multi-line with the index: when the mixture's answer would be withheld, the model alone
 # answers in the time left (dev bodies, both: parse 0.83 -> 0.97, similarity 0.16 -> 0.19).
 BODY_MODEL_FALLBACK = 1
+# Multi-line with the index, in an empty function body: the bodies of this many functions of
+# the package with the most similar signatures (``hrm_lsp.index.siblings``) are validated
+# first, and the first that go vet judges and accepts is the answer (0: off). Dev split
+# (docs/inference.md, "Sibling bodies").
+SIBLING_CANDIDATES = 3
 DIAG_TOKENS = 96  # room for the diagnostics of one refinement round (longer text is cut)
 SPECULATE_TOKENS = 6  # tokens the index drafts for the model to verify at once
 SPECULATE_MIN_MATCH = 4  # only from a match at least this long (shorter ones rarely hold)
@@ -248,7 +253,9 @@ class Engine:
         with self._lock, torch_threads(self._torch_threads):
             self._must_start, self._forced_plan = heal, given
             try:
-                comp = self._complete(inner, cancel, session_key, index)
+                comp = self._sibling_body(inner, index, cancel)
+                if comp is None:
+                    comp = self._complete(inner, cancel, session_key, index)
                 left = req.time_budget_ms - comp.elapsed_ms
                 if BODY_MODEL_FALLBACK and inner.multiline and index is not None and \
                         inner.sources == "both" and not comp.cancelled and left > 0 and \
@@ -267,6 +274,36 @@ class Engine:
             text = comp.text[len(heal):] if comp.text.startswith(heal) else ""
             comp = replace(comp, text=text, notes=(*comp.notes, f"healed {heal!r}"))
         return self._finish(req, comp)
+
+    def _sibling_body(self, req: CompletionRequest, index: Any, cancel: Any) -> Completion | None:
+        """A sibling function's body that go vet accepts here (``SIBLING_CANDIDATES``), as the
+        completion of an empty function body; None to decode instead. Only a body that
+        ``vet`` judged counts: where vet cannot run (a module missing offline) a copy could
+        name what does not exist here."""
+        if not (SIBLING_CANDIDATES and req.multiline and req.refine and req.sources != "model"
+                and index is not None and "vet" in req.stages and hasattr(index, "siblings")):
+            return None
+        t0 = time.monotonic()
+        deadline = t0 + req.time_budget_ms / 1000.0
+        timings = Timings()
+        ta = time.monotonic()
+        found = index.siblings(req.text, req.offset, req.path, SIBLING_CANDIDATES)
+        timings.index_ms += (time.monotonic() - ta) * 1000
+        for n, cand in enumerate(found, 1):
+            if cancel.cancelled or time.monotonic() >= deadline:
+                break
+            if gate.withhold_reason(cand.text, req.text, req.offset, None, 0.0):
+                continue
+            v = self._check(req, cand.text, timings, deadline, cancel)
+            if v.unavailable is not None or "vet" in v.skipped:
+                break  # vet cannot judge here (nor for the next candidate)
+            if v.ok:
+                text = formatted_middle(req.text, req.offset, cand.text, v) or cand.text
+                where = Path(cand.path).name if cand.path else "this file"
+                notes = [f"the body of {cand.name} ({where}), renamed for this function"]
+                return self._result(text, Plan(), v, n, t0, timings, "sibling", None, notes,
+                                    None, req.sources)
+        return None
 
     _must_start = ""  # token healing: the text the completion must begin with
 
@@ -391,20 +428,23 @@ class Engine:
         reserve = (req.max_plan_tokens + 2 if req.plan else 2) + req.max_tokens + 8
         if req.refine and req.max_refinement_iterations > 1:
             reserve += req.max_tokens + DIAG_TOKENS
-        budget = max(self.capacity // 2, self.capacity - reserve)
-        ta = time.monotonic()
-        prompt = fim_prompt(self.tok, prefix, suffix, budget)
-        timings.tokenize_ms += (time.monotonic() - ta) * 1000
-        notes: list[str] = []
-        if prompt.truncated:
-            notes.append("context truncated to the model's window")
-
         # After <FIM_MIDDLE> (hrm_lsp/tokenizer/layout.py, as in training): <PLAN> when the
         # model writes the plan, a given plan's ids (code actions), else nothing -- the code
         # follows <FIM_MIDDLE> directly, like a training middle without a plan.
+        notes: list[str] = []
         forced = None if req.plan else self._forced_plan
         head = [self.id_plan] if req.plan else self._middle_head(
             self.plan_ids(forced) if forced is not None else None)
+        if forced is not None and len(head) > self.capacity // 4:
+            # A long doc comment would leave too little window for the prompt and the code.
+            head = self._middle_head(None)
+            notes.append("the doc comment is too long for the model's window: no plan given")
+        budget = min(max(self.capacity // 2, self.capacity - reserve), self.capacity - len(head) - 8)
+        ta = time.monotonic()
+        prompt = fim_prompt(self.tok, prefix, suffix, budget)
+        timings.tokenize_ms += (time.monotonic() - ta) * 1000
+        if prompt.truncated:
+            notes.append("context truncated to the model's window")
         ids = list(prompt.ids) + head
         ta = time.monotonic()
         logits, refine_logit, reused = session.sync(ids)

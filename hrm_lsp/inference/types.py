@@ -143,7 +143,8 @@ class Completion:
     ``text`` is inserted at the cursor; ``validation`` judged the document with ``text``
     spliced in (None when no validation ran, e.g. cancelled before the first candidate).
     ``stop_reason`` is one of ``eot``, ``line``, ``block``, ``repeat``, ``max_tokens``, ``time``,
-    ``cancelled``, ``context``.
+    ``cancelled``, ``context``, or ``sibling`` (a sibling function's body that go vet accepts,
+    nothing decoded: ``Engine._sibling_body``).
     """
 
     text: str

@@ -105,7 +105,7 @@ class FunctionSpan:
         return self.body_start if self.body_start is not None else self.end
 
 
-class _ByteMap:
+class ByteMap:
     """Byte offset -> str index for one text (linear-time, built lazily)."""
 
     def __init__(self, text: str, data: bytes):
@@ -144,7 +144,7 @@ def _doc_comment(node: tree_sitter.Node, data: bytes) -> tuple[tree_sitter.Node 
     return first, "\n".join(doc)
 
 
-def _function_span(node: tree_sitter.Node, text: str, data: bytes, bm: _ByteMap) -> FunctionSpan:
+def _function_span(node: tree_sitter.Node, text: str, data: bytes, bm: ByteMap) -> FunctionSpan:
     name_node = node.child_by_field_name("name")
     name = data[name_node.start_byte:name_node.end_byte].decode("utf-8") if name_node else ""
     receiver = None
@@ -184,7 +184,7 @@ def functions(text: str) -> list[FunctionSpan]:
     """Every top-level function and method declaration, in source order."""
     data = encode_source(text)
     tree = parse(data)
-    bm = _ByteMap(text, data)
+    bm = ByteMap(text, data)
     return [_function_span(n, text, data, bm) for n in tree.root_node.children if n.type in _FUNC_TYPES]
 
 
@@ -196,7 +196,7 @@ def enclosing_function(text: str, offset: int) -> FunctionSpan | None:
     """
     data = encode_source(text)
     tree = parse(data)
-    bm = _ByteMap(text, data)
+    bm = ByteMap(text, data)
     b = bm.to_byte(max(0, min(offset, len(text))))
     for node in tree.root_node.children:
         if node.type not in _FUNC_TYPES:

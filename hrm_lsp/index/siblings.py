@@ -1,0 +1,216 @@
+"""Sibling bodies: the bodies of the functions around an empty one, as candidates for it.
+
+Go packages repeat themselves: methods of one type, encoders per kind, constructors per
+option. On the dev split (training-corpus repositories, ``benchmarks/quality_dev.py``), 38%
+of emptied function bodies have a function in the same package whose body is at least 50%
+similar to the one removed (edit similarity). When the cursor sits in an empty function
+body, ``siblings`` ranks the other functions of the document and of its package by how much
+their signature shares with the empty function's (identifier Jaccard) and returns their
+bodies with the parameter, result and receiver names renamed to the empty function's
+(matched by position and type). Inference validates them and offers the first that
+``go vet`` accepts (docs/inference.md, "Sibling bodies").
+
+Pure text in, text out: it knows no editor and no model. Files are parsed with tree-sitter
+once per version (cached by path and disk key or live text).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from hrm_lsp.validators.treesitter import ByteMap, parse
+from hrm_lsp.validators.types import encode_source
+
+MAX_BODY_LINES = 60  # longer bodies are not offered
+# Signatures sharing less than this (identifier Jaccard) are not offered: on the dev split no
+# sibling under 0.2 passed go vet (26 of 113 tried did, all at 0.2 or more).
+MIN_SIMILARITY = 0.2
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_FUNC_TYPES = ("function_declaration", "method_declaration")
+
+
+@dataclass(frozen=True)
+class FunctionBody:
+    """One top-level function of a file: its name, signature text (``func`` up to the body's
+    ``{``), named parameters ``(name, type)`` (receiver, parameters, results, in order) and
+    the body between the line after ``{`` and the ``}`` line ("" when the body is empty
+    or not laid out as ``{`` ending its line, ``}`` starting its own)."""
+
+    name: str
+    signature: str
+    params: tuple[tuple[str, str], ...]
+    results: tuple[str, ...]  # the result types, one per value
+    body: str
+    start: int  # str offset of the body's first line (or of the ``{`` when no body text)
+    end: int
+
+    @property
+    def words(self) -> frozenset[str]:
+        return frozenset(_WORD.findall(self.signature))
+
+
+@dataclass(frozen=True)
+class Sibling:
+    """A candidate body: ``text`` (renamed for the empty function), where it came from."""
+
+    text: str
+    name: str  # the sibling function's name
+    path: str | None  # its file (None: the open document)
+    similarity: float  # identifier Jaccard of the two signatures
+
+
+def _params(node, data: bytes) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for field in ("receiver", "parameters", "result"):
+        lst = node.child_by_field_name(field)
+        if lst is None or lst.type != "parameter_list":
+            continue
+        for p in lst.named_children:
+            if p.type not in ("parameter_declaration", "variadic_parameter_declaration"):
+                continue
+            ty = p.child_by_field_name("type")
+            tt = data[ty.start_byte:ty.end_byte].decode("utf-8") if ty is not None else ""
+            for c in p.children:
+                if c.type == "identifier" and c != ty:
+                    out.append((data[c.start_byte:c.end_byte].decode("utf-8"), tt))
+    return out
+
+
+def _results(node, data: bytes) -> tuple[str, ...]:
+    res = node.child_by_field_name("result")
+    if res is None:
+        return ()
+    if res.type != "parameter_list":
+        return (data[res.start_byte:res.end_byte].decode("utf-8"),)
+    out = []
+    for p in res.named_children:
+        ty = p.child_by_field_name("type")
+        tt = data[ty.start_byte:ty.end_byte].decode("utf-8") if ty is not None else ""
+        out += [tt] * max(1, sum(1 for c in p.children if c.type == "identifier" and c != ty))
+    return tuple(out)
+
+
+def file_functions(text: str) -> list[FunctionBody]:
+    """Every top-level function of ``text`` with a body, in source order."""
+    data = encode_source(text)
+    tree = parse(data)
+    bm = ByteMap(text, data)
+    out = []
+    for node in tree.root_node.children:
+        if node.type not in _FUNC_TYPES:
+            continue
+        body = node.child_by_field_name("body")
+        if body is None:
+            continue
+        name_node = node.child_by_field_name("name")
+        name = data[name_node.start_byte:name_node.end_byte].decode("utf-8") if name_node else ""
+        signature = data[node.start_byte:body.start_byte].decode("utf-8")
+        start, close = bm.to_char(body.start_byte), bm.to_char(body.end_byte - 1)
+        eol = text.find("\n", start)
+        line = text.rfind("\n", 0, close) + 1
+        inner = ""
+        first = start
+        if 0 <= eol < line and not text[start + 1:eol].strip() and not text[line:close].strip():
+            first, inner = eol + 1, text[eol + 1:line]
+        out.append(FunctionBody(name, signature, tuple(_params(node, data)), _results(node, data),
+                                inner if inner.strip() else "", first, line))
+    return out
+
+
+def rename(body: str, source: tuple[tuple[str, str], ...],
+           target: tuple[tuple[str, str], ...]) -> tuple[str, set[str]]:
+    """``body`` with the names of ``source``'s parameters replaced by ``target``'s (the same
+    position with the same type, else the one target name of that type; a selector's field,
+    ``x.name``, is left alone), and the source names the body still uses that the target
+    does not define (the copy would not compile: ``rank`` drops it)."""
+    mapping: dict[str, str] = {}
+    for i, (name, ty) in enumerate(source):
+        if i < len(target) and target[i][1] == ty:
+            mapping[name] = target[i][0]
+    for name, ty in source:
+        if name not in mapping:
+            same = [n for n, t in target if t == ty]
+            if len(same) == 1:
+                mapping[name] = same[0]
+    mapping = {k: v for k, v in mapping.items() if k != "_" and v != "_"}
+    known = {n for n, _ in target}
+    unresolved = {n for n, _ in source if n not in mapping and n not in known and n != "_"}
+    used: set[str] = set()
+
+    def sub(w: re.Match) -> str:
+        name = w.group(0)
+        if w.start() and body[w.start() - 1] == ".":
+            return name
+        if name in unresolved:
+            used.add(name)
+        return mapping.get(name, name)
+
+    return _WORD.sub(sub, body), used
+
+
+def empty_function(text: str, offset: int) -> FunctionBody | None:
+    """The function whose body is empty (blank) and holds ``offset``, else None."""
+    for fn in file_functions(text):
+        if fn.body or not (fn.start <= offset <= fn.end):
+            continue
+        brace = text.rfind("{", 0, fn.start + 1)
+        close = text.find("}", max(offset, fn.start))
+        if brace < 0 or close < 0 or text[brace + 1:close].strip():
+            continue
+        return fn
+    return None
+
+
+class FunctionCache:
+    """Parsed functions per file version (the index's package files)."""
+
+    def __init__(self, size: int = 512) -> None:
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[object, list[FunctionBody]]] = {}
+        self._size = size
+
+    def get(self, path: str, key: object, text_of) -> list[FunctionBody]:
+        with self._lock:
+            hit = self._cache.get(path)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        text = text_of()
+        fns = file_functions(text) if text else []
+        with self._lock:
+            if len(self._cache) >= self._size:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[path] = (key, fns)
+        return fns
+
+
+def rank(target: FunctionBody, candidates: Iterable[tuple[str | None, FunctionBody]],
+         k: int) -> list[Sibling]:
+    """The ``k`` candidates whose signatures share the most identifiers with ``target``'s
+    (ties: the earlier candidate), renamed for it; bodies over ``MAX_BODY_LINES`` lines,
+    functions with other result types, bodies that use a parameter the target lacks and copies of a body already chosen are
+    left out."""
+    words = target.words
+    scored = []
+    for n, (path, fn) in enumerate(candidates):
+        if not fn.body or fn.body.count("\n") > MAX_BODY_LINES or fn.results != target.results:
+            continue  # other result types: its returns cannot type-check here
+        other = fn.words
+        sim = len(words & other) / max(1, len(words | other))
+        if sim < MIN_SIMILARITY:
+            continue
+        scored.append((-sim, n, path, fn, sim))
+    scored.sort(key=lambda s: (s[0], s[1]))
+    out: list[Sibling] = []
+    seen: set[str] = set()
+    for _, _, path, fn, sim in scored:
+        text, unresolved = rename(fn.body, fn.params, target.params)
+        if unresolved or text in seen:
+            continue
+        seen.add(text)
+        out.append(Sibling(text, fn.name, path, sim))
+        if len(out) == k:
+            break
+    return out

@@ -1,0 +1,186 @@
+"""Sibling bodies: parsing functions, renaming parameters, ranking the package's functions,
+and the engine offering the first one go vet accepts (real Go, a tiny trained model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from _tiny_hrgc import trained_tiny
+
+from hrm_lsp.index import RepoIndex
+from hrm_lsp.index.siblings import empty_function, file_functions, rank, rename
+from hrm_lsp.inference import CompletionRequest, Engine
+from hrm_lsp.validators import find_go
+
+COUNTER = '''package demo
+
+// Counter counts.
+type Counter struct{ n int }
+
+// Add adds d.
+func (c *Counter) Add(d int) int {
+	c.n += d
+	return c.n
+}
+
+// Reset sets the count to zero.
+func (c *Counter) Reset() {
+	c.n = 0
+}
+
+func Twice(s string) string { return s + s }
+'''
+
+EMPTY_SUB = '''package demo
+
+// Sub subtracts e.
+func (x *Counter) Sub(e int) int {
+}
+'''
+
+
+def test_file_functions_reads_names_parameters_and_bodies():
+    fns = {f.name: f for f in file_functions(COUNTER)}
+    assert list(fns) == ["Add", "Reset", "Twice"]
+    add = fns["Add"]
+    assert add.params == (("c", "*Counter"), ("d", "int"))
+    assert add.body == "\tc.n += d\n\treturn c.n\n"
+    assert COUNTER[add.start:add.end] == add.body
+    assert add.signature == "func (c *Counter) Add(d int) int "
+    assert fns["Twice"].body == ""  # one-line body: not laid out as lines
+    assert fns["Reset"].params == (("c", "*Counter"),)
+
+
+def test_rename_maps_by_position_and_type_then_by_the_one_name_of_a_type():
+    body = "\tc.n += d\n\treturn c.n + dd + o.d\n"
+    src = (("c", "*Counter"), ("d", "int"))
+    assert rename(body, src, (("x", "*Counter"), ("e", "int"))) == \
+        ("\tx.n += e\n\treturn x.n + dd + o.d\n", set())  # o.d is a field: kept
+    # d's position holds a string now; the one int parameter is elsewhere.
+    assert rename(body, src, (("x", "*Counter"), ("s", "string"), ("k", "int"))) == \
+        ("\tx.n += k\n\treturn x.n + dd + o.d\n", set())
+    # Two ints: which one d becomes is unknown, so d stays, and the copy names a d that
+    # does not exist here.
+    assert rename(body, src, (("x", "*Counter"), ("s", "string"), ("a", "int"), ("b", "int"))) == \
+        ("\tx.n += d\n\treturn x.n + dd + o.d\n", {"d"})
+    assert rename(body, src, ()) == (body, {"c", "d"})
+    assert rename("\treturn 1\n", src, ()) == ("\treturn 1\n", set())  # unused: fine
+
+
+def test_empty_function_is_found_only_in_an_empty_body():
+    at = EMPTY_SUB.index("{\n}") + 2
+    fn = empty_function(EMPTY_SUB, at)
+    assert fn is not None and fn.name == "Sub"
+    assert empty_function(EMPTY_SUB, 3) is None
+    full = COUNTER.index("c.n = 0")
+    assert empty_function(COUNTER, full) is None
+
+
+def test_rank_prefers_the_most_similar_signature_and_drops_copies():
+    target = empty_function(EMPTY_SUB, EMPTY_SUB.index("{\n}") + 2)
+    fns = file_functions(COUNTER)
+    got = rank(target, [("a.go", f) for f in fns] + [("b.go", fns[0])], 5)
+    # Reset returns nothing, Twice has no body lines, b.go's Add is a copy.
+    assert [s.name for s in got] == ["Add"]
+    assert got[0].text == "\tx.n += e\n\treturn x.n\n" and got[0].path == "a.go"
+    get = COUNTER + "\nfunc (c *Counter) Get() int {\n\treturn c.n\n}\n"
+    two = rank(target, [("a.go", f) for f in file_functions(get)], 5)
+    assert [s.name for s in two] == ["Get", "Add"] and two[0].similarity > two[1].similarity > 0
+    assert rank(target, [("a.go", f) for f in file_functions(get)], 1) == two[:1]
+
+
+@pytest.fixture(scope="module")
+def tiny(stdlib_src):
+    return trained_tiny(stdlib_src)
+
+
+def test_repo_index_siblings_read_the_package_and_live_text(tiny, tmp_path):
+    (tmp_path / "counter.go").write_text(COUNTER)
+    (tmp_path / "counter_test.go").write_text(
+        "package demo\n\nfunc (c *Counter) SubTest(e int) int {\n\treturn -1\n}\n")
+    doc = tmp_path / "sub.go"
+    doc.write_text(COUNTER)  # the disk version of the open document is never a sibling
+    at = EMPTY_SUB.index("{\n}") + 2
+    index = RepoIndex(tiny[1], background=False, stdlib=False, modcache=False)
+    try:
+        got = index.siblings(EMPTY_SUB, at, str(doc), 3)
+        assert [(s.name, Path(s.path).name) for s in got] == [("Add", "counter.go")]
+        assert index.siblings(EMPTY_SUB, 3, str(doc)) == []
+        # An open document's live text replaces its disk text.
+        index.set_live(str(tmp_path / "counter.go"), COUNTER.replace("c.n += d", "c.n += 2 * d"))
+        assert index.siblings(EMPTY_SUB, at, str(doc), 1)[0].text == "\tx.n += 2 * e\n\treturn x.n\n"
+        # A test file's siblings include the package's tests.
+        test_doc = str(tmp_path / "sub_test.go")
+        assert "SubTest" in [s.name for s in index.siblings(EMPTY_SUB, at, test_doc, 5)]
+        # Functions of the document itself count too.
+        own = EMPTY_SUB + "\nfunc (y *Counter) Dec(e int) int {\n\ty.n -= e\n\treturn y.n\n}\n"
+        first = index.siblings(own, at, None, 1)[0]
+        assert first.path is None and first.text == "\tx.n -= e\n\treturn x.n\n"
+    finally:
+        index.close()
+
+
+def _body_request(text: str, path: Path, **kw) -> CompletionRequest:
+    kw.setdefault("stages", ("syntax", "gofmt", "vet"))
+    kw.setdefault("sources", "both")
+    return CompletionRequest(text=text, offset=text.index("{\n}") + 2, path=str(path),
+                             multiline=True, refine=True, max_tokens=16,
+                             time_budget_ms=60_000, max_refinement_iterations=1, **kw)
+
+
+def test_the_engine_offers_the_first_sibling_go_vet_accepts(tiny, tmp_path, monkeypatch):
+    import hrm_lsp.inference.engine as engine_mod
+
+    try:
+        find_go()
+    except Exception:
+        pytest.skip("no Go toolchain")
+    model, tok = tiny
+    engine = Engine(model, tok, threads=1)
+    (tmp_path / "go.mod").write_text("module example.com/demo\n\ngo 1.21\n")
+    (tmp_path / "counter.go").write_text(COUNTER)
+    doc = tmp_path / "sub.go"
+    doc.write_text(EMPTY_SUB)
+    index = RepoIndex(tok, background=False, stdlib=False, modcache=False)
+    index.start([tmp_path])
+    try:
+        comp = engine.complete(_body_request(EMPTY_SUB, doc), index=index)
+        assert comp.stop_reason == "sibling" and comp.text == "\tx.n += e\n\treturn x.n\n"
+        assert comp.validation.ok and comp.validation.stage == "vet" and not comp.withheld
+        assert any("the body of Add (counter.go)" in n for n in comp.notes)
+        # A sibling that does not type-check here is passed over: Digits uses strconv,
+        # which width.go does not import; Add's body is next. (sub.go's empty body would
+        # fail the package's vet: it goes.)
+        doc.unlink()
+        (tmp_path / "conv.go").write_text('package demo\n\nimport "strconv"\n\n'
+                                          "func (c *Counter) Digits(d int) int {\n"
+                                          "\treturn len(strconv.Itoa(d)) + c.n\n}\n")
+        width = "package demo\n\nfunc (x *Counter) Width(e int) int {\n}\n"
+        (tmp_path / "width.go").write_text(width)
+        assert [s.name for s in index.siblings(width, width.index("{\n}") + 2,
+                                               str(tmp_path / "width.go"))] == ["Digits", "Add"]
+        comp = engine.complete(_body_request(width, tmp_path / "width.go"), index=index)
+        assert comp.stop_reason == "sibling" and comp.iterations == 2
+        assert comp.text == "\tx.n += e\n\treturn x.n\n"
+        monkeypatch.setattr(engine_mod, "SIBLING_CANDIDATES", 1)  # Digits alone: decoded
+        assert engine.complete(_body_request(width, tmp_path / "width.go"),
+                               index=index).stop_reason != "sibling"
+        monkeypatch.setattr(engine_mod, "SIBLING_CANDIDATES", 3)
+        # Off, without vet among the stages, or for the model alone: decoded as before.
+        for kw in ({"stages": ("syntax", "gofmt")}, {"sources": "model"}):
+            r = _body_request(EMPTY_SUB, doc, **kw)
+            assert engine.complete(r, index=index).stop_reason != "sibling"
+        monkeypatch.setattr(engine_mod, "SIBLING_CANDIDATES", 0)
+        assert engine.complete(_body_request(EMPTY_SUB, doc), index=index).stop_reason != "sibling"
+    finally:
+        index.close()
+
+
+def test_rank_leaves_out_other_result_types():
+    other = "package demo\n\nfunc (x *Counter) Name(e int) string {\n}\n"
+    target = empty_function(other, other.index("{\n}") + 2)
+    assert target.results == ("string",)
+    assert rank(target, [("a.go", f) for f in file_functions(COUNTER)], 3) == []
+    named = file_functions("package p\n\nfunc f() (a, b int, err error) {\n\treturn\n}\n")[0]
+    assert named.results == ("int", "int", "error")

@@ -184,3 +184,32 @@ def test_rank_leaves_out_other_result_types():
     assert rank(target, [("a.go", f) for f in file_functions(COUNTER)], 3) == []
     named = file_functions("package p\n\nfunc f() (a, b int, err error) {\n\treturn\n}\n")[0]
     assert named.results == ("int", "int", "error")
+
+
+def test_where_vet_cannot_run_the_first_sibling_gofmt_accepts_is_offered(tiny, tmp_path, monkeypatch):
+    import hrm_lsp.inference.engine as engine_mod
+
+    try:
+        find_go()
+    except Exception:
+        pytest.skip("no Go toolchain")
+    model, tok = tiny
+    engine = Engine(model, tok, threads=1)
+    # A required module that is not in the module cache: vet cannot run offline.
+    (tmp_path / "go.mod").write_text("module example.com/demo\n\ngo 1.21\n\n"
+                                     "require example.com/missing v1.0.0\n")
+    (tmp_path / "counter.go").write_text(COUNTER.replace(
+        "package demo\n", 'package demo\n\nimport _ "example.com/missing"\n'))
+    doc = tmp_path / "sub.go"
+    doc.write_text(EMPTY_SUB)
+    index = RepoIndex(tok, background=False, stdlib=False, modcache=False)
+    index.start([tmp_path])
+    try:
+        comp = engine.complete(_body_request(EMPTY_SUB, doc), index=index)
+        assert comp.validation.unavailable is not None
+        assert comp.stop_reason == "sibling" and comp.text == "\tx.n += e\n\treturn x.n\n"
+        assert "go vet could not judge it here" in comp.notes
+        monkeypatch.setattr(engine_mod, "SIBLING_UNJUDGED", 0)
+        assert engine.complete(_body_request(EMPTY_SUB, doc), index=index).stop_reason != "sibling"
+    finally:
+        index.close()

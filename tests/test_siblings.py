@@ -213,3 +213,10 @@ def test_where_vet_cannot_run_the_first_sibling_gofmt_accepts_is_offered(tiny, t
         assert engine.complete(_body_request(EMPTY_SUB, doc), index=index).stop_reason != "sibling"
     finally:
         index.close()
+
+
+def test_signature_words_include_the_camel_case_parts_of_names():
+    (fn,) = file_functions("package p\n\nfunc IBytesN(s uint64, n int) string {\n\treturn \"\"\n}\n")
+    assert {"IBytesN", "i", "bytes", "n", "uint64", "uint", "64"} <= fn.words
+    (other,) = file_functions("package p\n\nfunc BytesN(s uint64, n int) string {\n\treturn \"\"\n}\n")
+    assert "bytes" in fn.words & other.words and "IBytesN" not in other.words

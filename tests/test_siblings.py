@@ -129,21 +129,23 @@ def _body_request(text: str, path: Path, **kw) -> CompletionRequest:
                              time_budget_ms=60_000, max_refinement_iterations=1, **kw)
 
 
+def _package(tiny, root: Path, go_mod: str, counter: str = COUNTER):
+    """(engine, the empty document's path, its index): a module with counter.go and sub.go."""
+    find_go()  # the toolchain is a dependency: a missing one fails here
+    model, tok = tiny
+    (root / "go.mod").write_text(go_mod)
+    (root / "counter.go").write_text(counter)
+    doc = root / "sub.go"
+    doc.write_text(EMPTY_SUB)
+    index = RepoIndex(tok, background=False, stdlib=False, modcache=False)
+    index.start([root])
+    return Engine(model, tok, threads=1), doc, index
+
+
 def test_the_engine_offers_the_first_sibling_go_vet_accepts(tiny, tmp_path, monkeypatch):
     import hrm_lsp.inference.engine as engine_mod
 
-    try:
-        find_go()
-    except Exception:
-        pytest.skip("no Go toolchain")
-    model, tok = tiny
-    engine = Engine(model, tok, threads=1)
-    (tmp_path / "go.mod").write_text("module example.com/demo\n\ngo 1.21\n")
-    (tmp_path / "counter.go").write_text(COUNTER)
-    doc = tmp_path / "sub.go"
-    doc.write_text(EMPTY_SUB)
-    index = RepoIndex(tok, background=False, stdlib=False, modcache=False)
-    index.start([tmp_path])
+    engine, doc, index = _package(tiny, tmp_path, "module example.com/demo\n\ngo 1.21\n")
     try:
         comp = engine.complete(_body_request(EMPTY_SUB, doc), index=index)
         assert comp.stop_reason == "sibling" and comp.text == "\tx.n += e\n\treturn x.n\n"
@@ -189,21 +191,10 @@ def test_rank_leaves_out_other_result_types():
 def test_where_vet_cannot_run_the_first_sibling_gofmt_accepts_is_offered(tiny, tmp_path, monkeypatch):
     import hrm_lsp.inference.engine as engine_mod
 
-    try:
-        find_go()
-    except Exception:
-        pytest.skip("no Go toolchain")
-    model, tok = tiny
-    engine = Engine(model, tok, threads=1)
     # A required module that is not in the module cache: vet cannot run offline.
-    (tmp_path / "go.mod").write_text("module example.com/demo\n\ngo 1.21\n\n"
-                                     "require example.com/missing v1.0.0\n")
-    (tmp_path / "counter.go").write_text(COUNTER.replace(
-        "package demo\n", 'package demo\n\nimport _ "example.com/missing"\n'))
-    doc = tmp_path / "sub.go"
-    doc.write_text(EMPTY_SUB)
-    index = RepoIndex(tok, background=False, stdlib=False, modcache=False)
-    index.start([tmp_path])
+    engine, doc, index = _package(
+        tiny, tmp_path, "module example.com/demo\n\ngo 1.21\n\nrequire example.com/missing v1.0.0\n",
+        COUNTER.replace("package demo\n", 'package demo\n\nimport _ "example.com/missing"\n'))
     try:
         comp = engine.complete(_body_request(EMPTY_SUB, doc), index=index)
         assert comp.validation.unavailable is not None

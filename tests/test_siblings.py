@@ -125,7 +125,7 @@ def _body_request(text: str, path: Path, **kw) -> CompletionRequest:
     kw.setdefault("stages", ("syntax", "gofmt", "vet"))
     kw.setdefault("sources", "both")
     return CompletionRequest(text=text, offset=text.index("{\n}") + 2, path=str(path),
-                             multiline=True, refine=True, max_tokens=16,
+                             multiline=True, refine=True, plan=True, max_tokens=16,
                              time_budget_ms=60_000, max_refinement_iterations=1, **kw)
 
 
@@ -151,6 +151,8 @@ def test_the_engine_offers_the_first_sibling_go_vet_accepts(tiny, tmp_path, monk
         assert comp.stop_reason == "sibling" and comp.text == "\tx.n += e\n\treturn x.n\n"
         assert comp.validation.ok and comp.validation.stage == "vet" and not comp.withheld
         assert any("the body of Add (counter.go)" in n for n in comp.notes)
+        # Sub's doc comment is not reported as the plan of a copied body.
+        assert comp.plan.steps == ()
         # A sibling that does not type-check here is passed over: Digits uses strconv,
         # which width.go does not import; Add's body is next. (sub.go's empty body would
         # fail the package's vet: it goes.)

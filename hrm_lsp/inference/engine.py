@@ -69,8 +69,8 @@ BODY_MODEL_FALLBACK = 1
 SIBLING_CANDIDATES = 3
 # Where vet cannot run (a module missing offline) the first sibling that passes gofmt is
 # offered all the same (0: only vet-accepted ones): the decoded answer it replaces is no
-# more checked. Dev split: body similarity 0.203 -> 0.277, exact 0.006 -> 0.031, p50 314 ->
-# 195 ms (docs/inference.md, "Sibling bodies").
+# more checked. Dev split: body similarity 0.203 -> 0.280, exact 0.006 -> 0.031, p50 314 ->
+# 168 ms (docs/inference.md, "Sibling bodies").
 SIBLING_UNJUDGED = 1
 DIAG_TOKENS = 96  # room for the diagnostics of one refinement round (longer text is cut)
 SPECULATE_TOKENS = 6  # tokens the index drafts for the model to verify at once
@@ -273,7 +273,7 @@ class Engine:
                         comp = replace(alone, notes=(*alone.notes, "the model alone: both's answer was withheld"))
             finally:
                 self._must_start, self._forced_plan = "", None
-        if given is not None:
+        if given is not None and comp.stop_reason != "sibling":  # a copied body had no plan
             comp = replace(comp, plan=given)
         if heal:
             text = comp.text[len(heal):] if comp.text.startswith(heal) else ""

@@ -213,3 +213,26 @@ def test_signature_words_include_the_camel_case_parts_of_names():
     assert {"IBytesN", "i", "bytes", "n", "uint64", "uint", "64"} <= fn.words
     (other,) = file_functions("package p\n\nfunc BytesN(s uint64, n int) string {\n\treturn \"\"\n}\n")
     assert "bytes" in fn.words & other.words and "IBytesN" not in other.words
+
+
+def test_package_files_past_the_parse_budget_are_parsed_later(tiny, tmp_path, monkeypatch):
+    import hrm_lsp.index.tiers as tiers
+
+    (tmp_path / "counter.go").write_text(COUNTER)
+    doc = str(tmp_path / "sub.go")
+    at = EMPTY_SUB.index("{\n}") + 2
+    monkeypatch.setattr(tiers, "SIBLING_PARSE_S", -1.0)  # no parsing on the request
+    index = RepoIndex(tiny[1], background=False, stdlib=False, modcache=False)
+    try:
+        assert index.siblings(EMPTY_SUB, at, doc) == []  # counter.go is not parsed yet...
+        assert [s.name for s in index.siblings(EMPTY_SUB, at, doc)] == ["Add"]  # ...then it is
+        (tmp_path / "counter.go").write_text(COUNTER.replace("c.n += d", "c.n -= 2 * d"))
+        assert index.siblings(EMPTY_SUB, at, doc) == []  # a new version is parsed again
+    finally:
+        index.close()
+    fresh = RepoIndex(tiny[1], background=False, stdlib=False, modcache=False)
+    try:
+        fresh.prepare(doc)  # didOpen parses the package ahead of the first request
+        assert fresh.siblings(EMPTY_SUB, at, doc)[0].text == "\tx.n -= 2 * e\n\treturn x.n\n"
+    finally:
+        fresh.close()

@@ -177,11 +177,16 @@ class FunctionCache:
         self._cache: dict[str, tuple[object, list[FunctionBody]]] = {}
         self._size = size
 
-    def get(self, path: str, key: object, text_of) -> list[FunctionBody]:
+    def peek(self, path: str, key: object) -> list[FunctionBody] | None:
+        """The functions of ``path`` if this version of it is parsed already, else None."""
         with self._lock:
             hit = self._cache.get(path)
-        if hit is not None and hit[0] == key:
-            return hit[1]
+        return hit[1] if hit is not None and hit[0] == key else None
+
+    def get(self, path: str, key: object, text_of) -> list[FunctionBody]:
+        hit = self.peek(path, key)
+        if hit is not None:
+            return hit
         text = text_of()
         fns = file_functions(text) if text else []
         with self._lock:

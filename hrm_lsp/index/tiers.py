@@ -46,6 +46,7 @@ CONTEXT_CHARS = 65_536  # the document before the cursor that the document tier 
 MAX_WORKSPACE_BYTES = 200_000_000
 STATIC_ENV = "HRM_LSP_INDEX_STATIC"
 MEMO_SIZE = 4096  # estimates memoised per query
+SIBLING_PARSE_S = 0.1  # package files a ``siblings`` request parses itself; the rest: background
 _MISSING = object()  # past this the workspace tier stops adding files
 
 Progress = Callable[[str, int], None]
@@ -512,8 +513,11 @@ class RepoIndex:
             self.version += 1
 
     def prepare(self, path: str | None) -> None:
-        """Build the package tier of ``path`` ahead of its first request (didOpen)."""
+        """Build the package tier of ``path`` ahead of its first request (didOpen), and
+        parse its package's functions for ``siblings``."""
         self._package(path)
+        if path:
+            self._submit(self._parse_functions, str(Path(path)))
 
     # -- queries -----------------------------------------------------------------------
 
@@ -534,7 +538,10 @@ class RepoIndex:
                  k: int = 3) -> list[sib.Sibling]:
         """Up to ``k`` bodies of the functions of ``text`` and of the other files of its
         package (live text where open) for the empty function body at ``offset``, most
-        similar signature first (``siblings.py``); [] when ``offset`` is not in one."""
+        similar signature first (``siblings.py``); [] when ``offset`` is not in one.
+        Package files not parsed yet are parsed here for at most ``SIBLING_PARSE_S``; the
+        rest are parsed in the background (``prepare`` starts that on didOpen) and left out
+        of this answer."""
         target = sib.empty_function(text, offset)
         if target is None:
             return []
@@ -542,24 +549,45 @@ class RepoIndex:
             (None, fn) for fn in sib.file_functions(text) if fn.start != target.start]
         own = str(Path(path)) if path else None
         if own:
-            d = os.path.dirname(own)
-            try:
-                names = sorted(n for n in os.listdir(d) if n.endswith(".go"))
-            except OSError:
-                names = []
-            tests = own.endswith("_test.go")
-            for n in names:
-                p = os.path.join(d, n)
-                if p == own or (n.endswith("_test.go") and not tests):
-                    continue  # a non-test file cannot use what only tests define
-                live = self._live.get(p)
-                if live is not None:
-                    fns = self._functions.get(p, ("live", hash(live)), lambda live=live: live)
-                else:
-                    fns = self._functions.get(p, _file_key(Path(p)), lambda p=p: gofiles.read_go_file(
-                        Path(p), self.max_file_bytes)[0])
+            stop = time.monotonic() + SIBLING_PARSE_S
+            later = []
+            for p, key, text_of in self._package_sources(own):
+                fns = self._functions.peek(p, key)
+                if fns is None:
+                    if time.monotonic() > stop:
+                        later.append(p)
+                        continue
+                    fns = self._functions.get(p, key, text_of)
                 candidates += [(p, fn) for fn in fns]
+            if later:
+                self._submit(self._parse_functions, own)
         return sib.rank(target, candidates, k)
+
+    def _package_sources(self, own: str):
+        """(path, version key, text reader) of each other Go file in ``own``'s directory; a
+        non-test file's package leaves ``_test.go`` files out (it cannot use what only tests
+        define)."""
+        d = os.path.dirname(own)
+        try:
+            names = sorted(n for n in os.listdir(d) if n.endswith(".go"))
+        except OSError:
+            return
+        tests = own.endswith("_test.go")
+        for n in names:
+            p = os.path.join(d, n)
+            if p == own or (n.endswith("_test.go") and not tests):
+                continue
+            live = self._live.get(p)
+            if live is not None:
+                yield p, ("live", hash(live)), (lambda live=live: live)
+            else:
+                yield p, _file_key(Path(p)), (
+                    lambda p=p: gofiles.read_go_file(Path(p), self.max_file_bytes)[0])
+
+    def _parse_functions(self, own: str) -> None:
+        """Parse the functions of ``own``'s package files (background: ``siblings``)."""
+        for p, key, text_of in self._package_sources(own):
+            self._functions.get(p, key, text_of)
 
     # -- reports -----------------------------------------------------------------------
 

@@ -153,6 +153,9 @@ def test_the_engine_offers_the_first_sibling_go_vet_accepts(tiny, tmp_path, monk
         assert any("the body of Add (counter.go)" in n for n in comp.notes)
         # Sub's doc comment is not reported as the plan of a copied body.
         assert comp.plan.steps == ()
+        # The index alone offers it too (no model run).
+        alone = engine.complete(_body_request(EMPTY_SUB, doc, sources="index"), index=index)
+        assert alone.stop_reason == "sibling" and alone.text == comp.text and alone.sources == "index"
         # A sibling that does not type-check here is passed over: Digits uses strconv,
         # which width.go does not import; Add's body is next. (sub.go's empty body would
         # fail the package's vet: it goes.)

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hrm_lsp.validators.treesitter import functions, parse
+from hrm_lsp.validators.treesitter import FUNC_TYPES, functions, parse
 
 KINDS = ("line", "midline", "body")
 BODY_LINES = (2, 15)
@@ -80,7 +80,6 @@ class _Offsets:
 
 
 _STATEMENT_PARENTS = ("statement_list",)
-_FUNC_TYPES = ("function_declaration", "method_declaration")
 
 
 def statement_sites(text: str) -> list[int]:
@@ -91,7 +90,7 @@ def statement_sites(text: str) -> list[int]:
     conv = _Offsets(text, data)
     found: set[int] = set()
     for top in tree.root_node.children:
-        if top.type not in _FUNC_TYPES:
+        if top.type not in FUNC_TYPES:
             continue
         body = top.child_by_field_name("body")
         if body is None:

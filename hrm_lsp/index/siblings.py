@@ -7,8 +7,8 @@ similar to the one removed (edit similarity). When the cursor sits in an empty f
 body, ``siblings`` ranks the other functions of the document and of its package by how much
 their signature shares with the empty function's (Jaccard over identifiers and their
 camelCase words) and returns their bodies with the parameter, result and receiver names
-renamed to the empty function's (matched by position and type). Inference validates them and offers the first that
-``go vet`` accepts (docs/inference.md, "Sibling bodies").
+renamed to the empty function's (matched by position and type). Inference validates them and
+offers the first that ``go vet`` accepts (docs/inference.md, "Sibling bodies").
 
 Pure text in, text out: it knows no editor and no model. Files are parsed with tree-sitter
 once per version (cached by path and disk key or live text).
@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from hrm_lsp.validators.treesitter import ByteMap, parse
+from hrm_lsp.validators.treesitter import FUNC_TYPES, ByteMap, _function_span, parse
 from hrm_lsp.validators.types import encode_source
 
 MAX_BODY_LINES = 60  # longer bodies are not offered
@@ -31,7 +31,6 @@ MAX_BODY_LINES = 60  # longer bodies are not offered
 MIN_SIMILARITY = 0.2
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PART = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")  # the words of a camelCase name
-_FUNC_TYPES = ("function_declaration", "method_declaration")
 
 
 @dataclass(frozen=True)
@@ -105,23 +104,20 @@ def file_functions(text: str) -> list[FunctionBody]:
     bm = ByteMap(text, data)
     out = []
     for node in tree.root_node.children:
-        if node.type not in _FUNC_TYPES:
+        if node.type not in FUNC_TYPES:
             continue
-        body = node.child_by_field_name("body")
-        if body is None:
+        fn = _function_span(node, text, data, bm)
+        if fn.body_start is None or fn.body_end is None:
             continue
-        name_node = node.child_by_field_name("name")
-        name = data[name_node.start_byte:name_node.end_byte].decode("utf-8") if name_node else ""
-        signature = data[node.start_byte:body.start_byte].decode("utf-8")
-        start, close = bm.to_char(body.start_byte), bm.to_char(body.end_byte - 1)
+        start, close = fn.body_start, fn.body_end - 1
         eol = text.find("\n", start)
         line = text.rfind("\n", 0, close) + 1
         inner = ""
         first = start
         if 0 <= eol < line and not text[start + 1:eol].strip() and not text[line:close].strip():
             first, inner = eol + 1, text[eol + 1:line]
-        out.append(FunctionBody(name, signature, tuple(_params(node, data)), _results(node, data),
-                                inner if inner.strip() else "", first, line))
+        out.append(FunctionBody(fn.name, text[fn.start:start], tuple(_params(node, data)),
+                                _results(node, data), inner if inner.strip() else "", first, line))
     return out
 
 
@@ -156,9 +152,11 @@ def rename(body: str, source: tuple[tuple[str, str], ...],
     return _WORD.sub(sub, body), used
 
 
-def empty_function(text: str, offset: int) -> FunctionBody | None:
-    """The function whose body is empty (blank) and holds ``offset``, else None."""
-    for fn in file_functions(text):
+def empty_function(text: str, offset: int,
+                   functions: list[FunctionBody] | None = None) -> FunctionBody | None:
+    """The function whose body is empty (blank) and holds ``offset``, else None;
+    ``functions``: ``file_functions(text)`` when the caller has it already."""
+    for fn in file_functions(text) if functions is None else functions:
         if fn.body or not (fn.start <= offset <= fn.end):
             continue
         brace = text.rfind("{", 0, fn.start + 1)
@@ -198,10 +196,10 @@ class FunctionCache:
 
 def rank(target: FunctionBody, candidates: Iterable[tuple[str | None, FunctionBody]],
          k: int) -> list[Sibling]:
-    """The ``k`` candidates whose signatures share the most identifiers with ``target``'s
-    (ties: the earlier candidate), renamed for it; bodies over ``MAX_BODY_LINES`` lines,
-    functions with other result types, bodies that use a parameter the target lacks and copies of a body already chosen are
-    left out."""
+    """The ``k`` candidates whose signatures share the most words with ``target``'s (ties:
+    the earlier candidate), renamed for it. Left out: bodies over ``MAX_BODY_LINES`` lines,
+    signatures under ``MIN_SIMILARITY``, functions with other result types, bodies that use
+    a parameter the target lacks, and copies of a body already chosen."""
     words = target.words
     scored = []
     for n, (path, fn) in enumerate(candidates):

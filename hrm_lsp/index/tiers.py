@@ -542,24 +542,25 @@ class RepoIndex:
         Package files not parsed yet are parsed here for at most ``SIBLING_PARSE_S``; the
         rest are parsed in the background (``prepare`` starts that on didOpen) and left out
         of this answer."""
-        target = sib.empty_function(text, offset)
+        own_functions = sib.file_functions(text)
+        target = sib.empty_function(text, offset, own_functions)
         if target is None:
             return []
         candidates: list[tuple[str | None, sib.FunctionBody]] = [
-            (None, fn) for fn in sib.file_functions(text) if fn.start != target.start]
+            (None, fn) for fn in own_functions if fn.start != target.start]
         own = str(Path(path)) if path else None
         if own:
             stop = time.monotonic() + SIBLING_PARSE_S
-            later = []
+            deferred = False
             for p, key, text_of in self._package_sources(own):
                 fns = self._functions.peek(p, key)
                 if fns is None:
                     if time.monotonic() > stop:
-                        later.append(p)
+                        deferred = True
                         continue
                     fns = self._functions.get(p, key, text_of)
                 candidates += [(p, fn) for fn in fns]
-            if later:
+            if deferred:
                 self._submit(self._parse_functions, own)
         return sib.rank(target, candidates, k)
 

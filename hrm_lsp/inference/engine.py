@@ -286,7 +286,7 @@ class Engine:
         (a module missing offline) the first one gofmt accepts (``SIBLING_UNJUDGED``), with a
         note that says so."""
         if not (SIBLING_CANDIDATES and req.multiline and req.refine and req.sources != "model"
-                and index is not None and "vet" in req.stages and hasattr(index, "siblings")):
+                and index is not None and "vet" in req.stages):
             return None
         t0 = time.monotonic()
         deadline = t0 + req.time_budget_ms / 1000.0

@@ -177,7 +177,7 @@ def _function_span(node: tree_sitter.Node, text: str, data: bytes, bm: ByteMap) 
     )
 
 
-_FUNC_TYPES = ("function_declaration", "method_declaration")
+FUNC_TYPES = ("function_declaration", "method_declaration")  # top-level functions' node types
 
 
 def functions(text: str) -> list[FunctionSpan]:
@@ -185,7 +185,7 @@ def functions(text: str) -> list[FunctionSpan]:
     data = encode_source(text)
     tree = parse(data)
     bm = ByteMap(text, data)
-    return [_function_span(n, text, data, bm) for n in tree.root_node.children if n.type in _FUNC_TYPES]
+    return [_function_span(n, text, data, bm) for n in tree.root_node.children if n.type in FUNC_TYPES]
 
 
 def enclosing_function(text: str, offset: int) -> FunctionSpan | None:
@@ -199,7 +199,7 @@ def enclosing_function(text: str, offset: int) -> FunctionSpan | None:
     bm = ByteMap(text, data)
     b = bm.to_byte(max(0, min(offset, len(text))))
     for node in tree.root_node.children:
-        if node.type not in _FUNC_TYPES:
+        if node.type not in FUNC_TYPES:
             continue
         span_start = node.start_byte
         doc_node, _ = _doc_comment(node, data)

@@ -239,3 +239,22 @@ def test_package_files_past_the_parse_budget_are_parsed_later(tiny, tmp_path, mo
         assert fresh.siblings(EMPTY_SUB, at, doc)[0].text == "\tx.n -= 2 * e\n\treturn x.n\n"
     finally:
         fresh.close()
+
+
+def test_unreadable_package_files_and_missing_directories_are_skipped(tiny, tmp_path):
+    (tmp_path / "counter.go").write_text(COUNTER)
+    (tmp_path / "binary.go").write_bytes(b"package demo\n\xff\xfe\x00 not utf-8\n")
+    (tmp_path / "empty.go").write_text("")
+    at = EMPTY_SUB.index("{\n}") + 2
+    index = RepoIndex(tiny[1], background=False, stdlib=False, modcache=False)
+    try:
+        got = index.siblings(EMPTY_SUB, at, str(tmp_path / "sub.go"))
+        assert [(s.name, Path(s.path).name) for s in got] == [("Add", "counter.go")]
+        # A document in a directory that does not exist: its own functions only, no error.
+        own = EMPTY_SUB + "\nfunc (y *Counter) Dec(e int) int {\n\ty.n -= e\n\treturn y.n\n}\n"
+        got = index.siblings(own, at, str(tmp_path / "gone" / "sub.go"))
+        assert [(s.name, s.path) for s in got] == [("Dec", None)]
+        # Text that does not parse as Go: no empty function, no candidates.
+        assert index.siblings("func (", 3, str(tmp_path / "sub.go")) == []
+    finally:
+        index.close()

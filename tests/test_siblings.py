@@ -9,7 +9,15 @@ import pytest
 from _tiny_hrgc import trained_tiny
 
 from hrm_lsp.index import RepoIndex
-from hrm_lsp.index.siblings import empty_function, file_functions, rank, rename
+from hrm_lsp.index.siblings import (
+    FEATURES,
+    default_weights,
+    empty_function,
+    file_functions,
+    pair_features,
+    rank,
+    rename,
+)
 from hrm_lsp.inference import CompletionRequest, Engine
 from hrm_lsp.validators import find_go
 
@@ -77,7 +85,10 @@ def test_empty_function_is_found_only_in_an_empty_body():
     assert empty_function(COUNTER, full) is None
 
 
-def test_rank_prefers_the_most_similar_signature_and_drops_copies():
+SIGNATURE_ONLY = (1.0,) + (0.0,) * (len(FEATURES) - 1)
+
+
+def test_rank_filters_candidates_and_orders_by_the_weights():
     target = empty_function(EMPTY_SUB, EMPTY_SUB.index("{\n}") + 2)
     fns = file_functions(COUNTER)
     got = rank(target, [("a.go", f) for f in fns] + [("b.go", fns[0])], 5)
@@ -85,9 +96,47 @@ def test_rank_prefers_the_most_similar_signature_and_drops_copies():
     assert [s.name for s in got] == ["Add"]
     assert got[0].text == "\tx.n += e\n\treturn x.n\n" and got[0].path == "a.go"
     get = COUNTER + "\nfunc (c *Counter) Get() int {\n\treturn c.n\n}\n"
-    two = rank(target, [("a.go", f) for f in file_functions(get)], 5)
+    cands = [("a.go", f) for f in file_functions(get)]
+    # By signature words alone, Get (no parameter) shares more with Sub than Add does ...
+    two = rank(target, cands, 5, weights=SIGNATURE_ONLY)
     assert [s.name for s in two] == ["Get", "Add"] and two[0].similarity > two[1].similarity > 0
-    assert rank(target, [("a.go", f) for f in file_functions(get)], 1) == two[:1]
+    assert rank(target, cands, 1, weights=SIGNATURE_ONLY) == two[:1]
+    # ... but the fitted weights also count that Add takes one int parameter, as Sub does.
+    assert [s.name for s in rank(target, cands, 5)] == ["Add", "Get"]
+
+
+def test_pair_features_see_the_file_the_doc_and_the_parameters():
+    text = """package demo
+
+// Encode writes v as JSON to w.
+func Encode(w io.Writer, v any) error {
+	return json.NewEncoder(w).Encode(v)
+}
+
+// Decode reads v as JSON from r.
+func Decode(r io.Reader, v any) error {
+	return json.NewDecoder(r).Decode(v)
+}
+
+// EncodeIndent writes v as indented JSON to w.
+func EncodeIndent(w io.Writer, v any) error {
+}
+"""
+    fns = file_functions(text)
+    target = empty_function(text, text.index("{\n}") + 2, fns)
+    f = dict(zip(FEATURES, pair_features(target, fns[0], True, 2), strict=True))
+    assert f["same_file"] == 1 and f["adjacent"] == pytest.approx(1 / 3)
+    assert f["same_arity"] == 1 and f["param_types"] == 1 and f["same_kind"] == 1
+    assert f["first_word"] == 1 and f["last_word"] == 0 and f["same_receiver"] == 0
+    assert 0 < f["doc"] < 1 and f["lines"] > 0
+    g = dict(zip(FEATURES, pair_features(target, fns[1], False, 1), strict=True))
+    assert g["same_file"] == 0 and g["adjacent"] == 0
+    assert g["param_types"] == pytest.approx(1 / 3)  # {io.Reader, any} against {io.Writer, any}
+    # Decode's body reads r, an io.Reader this function has no counterpart of: not offered.
+    got = rank(target, [(None, fn) for fn in fns], 3)
+    assert [s.name for s in got] == ["Encode"]
+    assert got[0].text == "\treturn json.NewEncoder(w).Encode(v)\n"
+    assert len(default_weights()) == len(FEATURES)
 
 
 @pytest.fixture(scope="module")

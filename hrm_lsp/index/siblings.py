@@ -4,10 +4,12 @@ Go packages repeat themselves: methods of one type, encoders per kind, construct
 option. On the dev split (training-corpus repositories, ``benchmarks/quality_dev.py``), 38%
 of emptied function bodies have a function in the same package whose body is at least 50%
 similar to the one removed (edit similarity). When the cursor sits in an empty function
-body, ``siblings`` ranks the other functions of the document and of its package by how much
-their signature shares with the empty function's (Jaccard over identifiers and their
-camelCase words) and returns their bodies with the parameter, result and receiver names
-renamed to the empty function's (matched by position and type). Inference validates them and
+body, ``siblings`` ranks the other functions of the document and of its package by a
+linear score over pair features (how much the signatures share, identifiers and their
+camelCase words; the names' words; receiver, parameter types and arity; the same file and
+how near; the doc comments' words; body length) with weights fitted on training corpora
+(``benchmarks/sibling_rank.py``), and returns their bodies with the parameter, result and
+receiver names renamed to the empty function's (matched by position and type). Inference validates them and
 offers the first that ``go vet`` accepts (docs/inference.md, "Sibling bodies").
 
 Pure text in, text out: it knows no editor and no model. Files are parsed with tree-sitter
@@ -16,10 +18,16 @@ once per version (cached by path and disk key or live text).
 
 from __future__ import annotations
 
+import bisect
+import functools
+import json
+import math
 import re
 import threading
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from hrm_lsp.validators.treesitter import FUNC_TYPES, ByteMap, _function_span, parse
 from hrm_lsp.validators.types import encode_source
@@ -47,6 +55,8 @@ class FunctionBody:
     body: str
     start: int  # str offset of the body's first line (or of the ``{`` when no body text)
     end: int
+    receiver: str | None = None  # a method's receiver type (``*Logger``), else None
+    doc: str = ""  # the doc comment's text, without the comment markers
 
     @property
     def words(self) -> frozenset[str]:
@@ -117,7 +127,8 @@ def file_functions(text: str) -> list[FunctionBody]:
         if 0 <= eol < line and not text[start + 1:eol].strip() and not text[line:close].strip():
             first, inner = eol + 1, text[eol + 1:line]
         out.append(FunctionBody(fn.name, text[fn.start:start], tuple(_params(node, data)),
-                                _results(node, data), inner if inner.strip() else "", first, line))
+                                _results(node, data), inner if inner.strip() else "", first, line,
+                                fn.receiver, fn.doc or ""))
     return out
 
 
@@ -194,31 +205,95 @@ class FunctionCache:
         return fns
 
 
-def rank(target: FunctionBody, candidates: Iterable[tuple[str | None, FunctionBody]],
-         k: int) -> list[Sibling]:
-    """The ``k`` candidates whose signatures share the most words with ``target``'s (ties:
-    the earlier candidate), renamed for it. Left out: bodies over ``MAX_BODY_LINES`` lines,
-    signatures under ``MIN_SIMILARITY``, functions with other result types, bodies that use
-    a parameter the target lacks, and copies of a body already chosen."""
+# What ``rank`` orders candidates by: a linear score over these pair features, with weights
+# fitted on functions of training-corpus repositories that the dev split does not use
+# (``benchmarks/sibling_rank.py --fit``, hrm_lsp/assets/sibling_weights.json).
+FEATURES = ("signature", "name", "first_word", "last_word", "same_receiver", "same_kind",
+            "param_types", "same_arity", "same_file", "adjacent", "doc", "lines")
+WEIGHTS_FILE = Path(__file__).resolve().parent.parent / "assets" / "sibling_weights.json"
+_DOC_WORD = re.compile(r"[a-z]{3,}")
+
+
+def _name_parts(name: str) -> list[str]:
+    return [p.lower() for p in _PART.findall(name)]
+
+
+def _jaccard(a: Collection, b: Collection) -> float:
+    a, b = set(a), set(b)
+    return len(a & b) / max(1, len(a | b))
+
+
+def _types(fn: FunctionBody) -> Counter:
+    skip = 1 if fn.receiver is not None and fn.params else 0
+    return Counter(t for _, t in fn.params[skip:])
+
+
+def pair_features(target: FunctionBody, cand: FunctionBody, same_file: bool,
+                  distance: int) -> tuple[float, ...]:
+    """``FEATURES`` of ``cand`` as a body for ``target``; ``distance``: how many functions
+    apart the two are in their file (used only when ``same_file``)."""
+    tn, cn = _name_parts(target.name), _name_parts(cand.name)
+    tt, ct = _types(target), _types(cand)
+    td, cd = set(_DOC_WORD.findall(target.doc.lower())), set(_DOC_WORD.findall(cand.doc.lower()))
+    return (
+        _jaccard(target.words, cand.words),
+        _jaccard(tn, cn),
+        float(bool(tn and cn and tn[0] == cn[0])),
+        float(bool(tn and cn and tn[-1] == cn[-1])),
+        float(target.receiver is not None and cand.receiver is not None
+              and target.receiver.lstrip("*") == cand.receiver.lstrip("*")),
+        float((target.receiver is None) == (cand.receiver is None)),
+        sum((tt & ct).values()) / max(1, sum((tt | ct).values())),
+        float(sum(tt.values()) == sum(ct.values())),
+        float(same_file),
+        1.0 / (1 + distance) if same_file else 0.0,
+        _jaccard(td, cd) if td and cd else 0.0,
+        math.log1p(cand.body.count("\n")),
+    )
+
+
+@functools.cache
+def default_weights() -> tuple[float, ...]:
+    """The fitted weights (``WEIGHTS_FILE``), one per name in ``FEATURES``."""
+    data = json.loads(WEIGHTS_FILE.read_text(encoding="utf-8"))
+    if tuple(data["features"]) != FEATURES:
+        raise ValueError(f"{WEIGHTS_FILE}: features {data['features']} are not {list(FEATURES)}")
+    return tuple(float(w) for w in data["weights"])
+
+
+def candidates_of(target: FunctionBody, candidates: Iterable[tuple[str | None, FunctionBody]]):
+    """(path, function, renamed body, features) of each candidate ``rank`` may offer, in the
+    given order: a body of at most ``MAX_BODY_LINES`` lines, the same result types, a
+    signature similarity of at least ``MIN_SIMILARITY``, no parameter the target lacks, and
+    not a copy of a body already listed. Candidates with ``path`` None are the document's own
+    functions (``same_file``)."""
     words = target.words
-    scored = []
-    for n, (path, fn) in enumerate(candidates):
+    candidates = list(candidates)
+    own = sorted([fn.start for p, fn in candidates if p is None] + [target.start])
+    seen: set[str] = set()
+    for path, fn in candidates:
         if not fn.body or fn.body.count("\n") > MAX_BODY_LINES or fn.results != target.results:
             continue  # other result types: its returns cannot type-check here
-        other = fn.words
-        sim = len(words & other) / max(1, len(words | other))
-        if sim < MIN_SIMILARITY:
+        if len(words & fn.words) / max(1, len(words | fn.words)) < MIN_SIMILARITY:
             continue
-        scored.append((-sim, n, path, fn, sim))
-    scored.sort(key=lambda s: (s[0], s[1]))
-    out: list[Sibling] = []
-    seen: set[str] = set()
-    for _, _, path, fn, sim in scored:
         text, unresolved = rename(fn.body, fn.params, target.params)
         if unresolved or text in seen:
             continue
         seen.add(text)
-        out.append(Sibling(text, fn.name, path, sim))
-        if len(out) == k:
-            break
-    return out
+        distance = 0
+        if path is None:
+            distance = abs(bisect.bisect_left(own, fn.start) - bisect.bisect_left(own, target.start))
+        yield path, fn, text, pair_features(target, fn, path is None, distance)
+
+
+def rank(target: FunctionBody, candidates: Iterable[tuple[str | None, FunctionBody]],
+         k: int, weights: tuple[float, ...] | None = None) -> list[Sibling]:
+    """The ``k`` best candidates for ``target`` by the fitted linear score over
+    ``pair_features`` (ties: the earlier candidate), renamed for it; ``candidates_of`` says
+    which may be offered at all."""
+    w = default_weights() if weights is None else weights
+    scored = []
+    for n, (path, fn, text, f) in enumerate(candidates_of(target, candidates)):
+        scored.append((-sum(a * b for a, b in zip(w, f, strict=True)), n, Sibling(text, fn.name, path, f[0])))
+    scored.sort(key=lambda s: (s[0], s[1]))
+    return [s[2] for s in scored[:k]]

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import index_mix  # noqa: E402
 from quality_cases import BODY_LINES, edit_similarity, normalize_body  # noqa: E402
 
 from hrm_lsp.index import siblings as sib  # noqa: E402
@@ -83,8 +83,11 @@ def package_groups(d: Path) -> list[dict]:
             cands = [(None, fn) for fn in fns if fn.start != target.start]
             cands += [(str(g), fn) for g, other in files.items() if g != f for fn in other]
             want = normalize_body(target.body)
-            feats, sims = [], []
+            feats, sims, seen = [], [], set()
             for _, _, text, feat in sib.candidates_of(empty, cands):
+                if text in seen:  # one row per body (the first in file order)
+                    continue
+                seen.add(text)
                 feats.append(feat)
                 sims.append(edit_similarity(normalize_body(text), want))
             groups.append({"name": f"{f}:{target.name}", "x": np.array(feats, dtype=np.float64)
@@ -152,12 +155,7 @@ def order_scores(groups: list[dict], w: np.ndarray | None) -> dict[str, float]:
 
 
 def clone(name: str, work: Path) -> Path:
-    repo = work / name
-    if not repo.exists():
-        repo.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["git", "clone", "-q", str(SHARED / "corpora" / f"{name}.bundle"), str(repo)],
-                       check=True)
-    return repo
+    return index_mix.clone(SHARED / "corpora" / f"{name}.bundle", work)
 
 
 def goroot_src() -> Path:

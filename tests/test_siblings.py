@@ -307,3 +307,19 @@ def test_unreadable_package_files_and_missing_directories_are_skipped(tiny, tmp_
         assert index.siblings("func (", 3, str(tmp_path / "sub.go")) == []
     finally:
         index.close()
+
+
+def test_a_weights_file_for_other_features_is_a_clear_error(tmp_path, monkeypatch):
+    import hrm_lsp.index.siblings as sib
+
+    bad = tmp_path / "sibling_weights.json"
+    bad.write_text('{"features": ["signature"], "weights": [1.0]}')
+    monkeypatch.setattr(sib, "WEIGHTS_FILE", bad)
+    sib.default_weights.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="features \\['signature'\\] are not"):
+            sib.default_weights()
+    finally:
+        monkeypatch.undo()
+        sib.default_weights.cache_clear()
+    assert len(sib.default_weights()) == len(FEATURES)  # the shipped file still loads

@@ -9,8 +9,9 @@ linear score over pair features (how much the signatures share, identifiers and 
 camelCase words; the names' words; receiver, parameter types and arity; the same file and
 how near; the doc comments' words; body length) with weights fitted on training corpora
 (``benchmarks/sibling_rank.py``), and returns their bodies with the parameter, result and
-receiver names renamed to the empty function's (matched by position and type). Inference validates them and
-offers the first that ``go vet`` accepts (docs/inference.md, "Sibling bodies").
+receiver names renamed to the empty function's (matched by position and type). Inference
+validates them and offers the first that ``go vet`` accepts (docs/inference.md, "Sibling
+bodies").
 
 Pure text in, text out: it knows no editor and no model. Files are parsed with tree-sitter
 once per version (cached by path and disk key or live text).
@@ -264,22 +265,19 @@ def default_weights() -> tuple[float, ...]:
 def candidates_of(target: FunctionBody, candidates: Iterable[tuple[str | None, FunctionBody]]):
     """(path, function, renamed body, features) of each candidate ``rank`` may offer, in the
     given order: a body of at most ``MAX_BODY_LINES`` lines, the same result types, a
-    signature similarity of at least ``MIN_SIMILARITY``, no parameter the target lacks, and
-    not a copy of a body already listed. Candidates with ``path`` None are the document's own
-    functions (``same_file``)."""
+    signature similarity of at least ``MIN_SIMILARITY`` and no parameter the target lacks.
+    Candidates with ``path`` None are the document's own functions (``same_file``)."""
     words = target.words
     candidates = list(candidates)
     own = sorted([fn.start for p, fn in candidates if p is None] + [target.start])
-    seen: set[str] = set()
     for path, fn in candidates:
         if not fn.body or fn.body.count("\n") > MAX_BODY_LINES or fn.results != target.results:
             continue  # other result types: its returns cannot type-check here
         if len(words & fn.words) / max(1, len(words | fn.words)) < MIN_SIMILARITY:
             continue
         text, unresolved = rename(fn.body, fn.params, target.params)
-        if unresolved or text in seen:
+        if unresolved:
             continue
-        seen.add(text)
         distance = 0
         if path is None:
             distance = abs(bisect.bisect_left(own, fn.start) - bisect.bisect_left(own, target.start))
@@ -289,11 +287,20 @@ def candidates_of(target: FunctionBody, candidates: Iterable[tuple[str | None, F
 def rank(target: FunctionBody, candidates: Iterable[tuple[str | None, FunctionBody]],
          k: int, weights: tuple[float, ...] | None = None) -> list[Sibling]:
     """The ``k`` best candidates for ``target`` by the fitted linear score over
-    ``pair_features`` (ties: the earlier candidate), renamed for it; ``candidates_of`` says
-    which may be offered at all."""
+    ``pair_features`` (ties: the earlier candidate), renamed for it, each body once (a copy
+    of a better-scored one is left out); ``candidates_of`` says which may be offered at all."""
     w = default_weights() if weights is None else weights
     scored = []
     for n, (path, fn, text, f) in enumerate(candidates_of(target, candidates)):
-        scored.append((-sum(a * b for a, b in zip(w, f, strict=True)), n, Sibling(text, fn.name, path, f[0])))
+        score = sum(a * b for a, b in zip(w, f, strict=True))
+        scored.append((-score, n, Sibling(text, fn.name, path, f[0])))
     scored.sort(key=lambda s: (s[0], s[1]))
-    return [s[2] for s in scored[:k]]
+    out: list[Sibling] = []
+    seen: set[str] = set()
+    for _, _, sib in scored:
+        if sib.text not in seen:
+            seen.add(sib.text)
+            out.append(sib)
+            if len(out) == k:
+                break
+    return out

@@ -55,9 +55,9 @@ def package_dirs(root: Path):
             yield Path(d)
 
 
-def package_groups(d: Path) -> list[dict]:
-    """One group per function of ``d`` with a 2-15 line body: its candidates' features, their
-    similarity to the real body and whether each is right."""
+def package_files(d: Path) -> dict[Path, list]:
+    """The functions of each non-test, non-generated Go file of ``d`` (files over 512 kB
+    left out), by file."""
     files = {}
     for f in sorted(d.glob("*.go")):
         if f.name.endswith("_test.go") or f.stat().st_size > 512_000:
@@ -69,7 +69,16 @@ def package_groups(d: Path) -> list[dict]:
         if "// Code generated" in text[:2000]:
             continue
         files[f] = sib.file_functions(text)
+    return files
+
+
+def package_groups(d: Path, files: dict[Path, list], others: dict[Path, list] | None = None) -> list[dict]:
+    """One group per function of ``d`` with a 2-15 line body: its candidates' features, their
+    similarity to the real body and whether each is right. ``files``: the package's
+    functions by file; ``others``: those of the repository's other packages (candidates of
+    another package, as inference offers them with ``scope`` "repo")."""
     groups = []
+    elsewhere = [(str(g), fn) for g, fns in (others or {}).items() for fn in fns]
     for f, fns in files.items():
         for target in fns:
             lines = target.body.count("\n")
@@ -84,8 +93,8 @@ def package_groups(d: Path) -> list[dict]:
             cands += [(str(g), fn) for g, other in files.items() if g != f for fn in other]
             want = normalize_body(target.body)
             feats, sims, seen = [], [], set()
-            for _, _, text, feat in sib.candidates_of(empty, cands):
-                if text in seen:  # one row per body (the first in file order)
+            for _, _, text, feat in sib.candidates_of(empty, cands + elsewhere, str(d)):
+                if text in seen:  # one row per body (the first: own file, package, elsewhere)
                     continue
                 seen.add(text)
                 feats.append(feat)
@@ -95,12 +104,18 @@ def package_groups(d: Path) -> list[dict]:
     return groups
 
 
-def collect(roots: list[Path], label: str) -> list[dict]:
+def collect(roots: list[Path], label: str, scope: str = "repo", repo_roots: set[Path] | None = None) -> list[dict]:
+    """Groups of every package under ``roots``. With ``scope`` "repo" the candidates include
+    the functions of the other packages under the same root, for the roots in
+    ``repo_roots`` (default: all; the standard library is not one repository)."""
     t0 = time.time()
     groups = []
     for root in roots:
-        for d in package_dirs(root):
-            groups += package_groups(d)
+        packages = {d: package_files(d) for d in package_dirs(root)}
+        whole = scope == "repo" and (repo_roots is None or root in repo_roots)
+        for d, files in packages.items():
+            others = {g: fns for e, fs in packages.items() if e != d for g, fns in fs.items()} if whole else None
+            groups += package_groups(d, files, others)
     with_cands = sum(1 for g in groups if len(g["sim"]))
     print(f"{label}: {len(groups)} functions, {with_cands} with a candidate, "
           f"{sum(len(g['sim']) for g in groups)} candidates ({time.time() - t0:.0f} s)",
@@ -170,6 +185,9 @@ def main() -> None:
     ap.add_argument("--write", action="store_true", help="with --fit: write them to " +
                     str(sib.WEIGHTS_FILE.relative_to(ROOT)))
     ap.add_argument("--no-stdlib", action="store_true", help="fit without the standard library")
+    ap.add_argument("--scope", choices=("package", "repo"), default="repo",
+                    help="candidates from the function's package only, or from its whole "
+                         "repository too (what inference offers; default)")
     ap.add_argument("--work", type=Path, default=Path.home() / ".cache/hrm-lsp/bench/index_mix/corpora")
     args = ap.parse_args()
 
@@ -178,7 +196,7 @@ def main() -> None:
         roots = [clone(n, args.work) for n in FIT_REPOS]
         if not args.no_stdlib:
             roots.append(goroot_src())
-        train = collect(roots, "fit")
+        train = collect(roots, "fit", args.scope, set(roots[:len(FIT_REPOS)]))
         w = fit(train)
         print("weights: " + ", ".join(f"{n} {x:+.3f}" for n, x in zip(sib.FEATURES, w, strict=True)))
         weights["fitted now"] = w
@@ -186,7 +204,8 @@ def main() -> None:
         if args.write:
             sib.WEIGHTS_FILE.write_text(json.dumps({
                 "features": list(sib.FEATURES), "weights": [round(float(x), 4) for x in w],
-                "fit": {"command": "python benchmarks/sibling_rank.py --fit --write",
+                "fit": {"command": "python benchmarks/sibling_rank.py --fit --write"
+                        + ("" if args.scope == "repo" else " --scope package"), "scope": args.scope,
                         "date": time.strftime("%Y-%m-%d"), "repositories": list(FIT_REPOS) +
                         ([] if args.no_stdlib else ["go standard library"]),
                         "functions": len(train), "rule": "conditional logit, right = edit "
@@ -194,7 +213,7 @@ def main() -> None:
             print(f"wrote {sib.WEIGHTS_FILE}", file=sys.stderr)
     elif sib.WEIGHTS_FILE.exists():
         weights["shipped weights"] = np.array(sib.default_weights())
-    dev = collect([clone(n, args.work) for n in DEV_REPOS], "dev")
+    dev = collect([clone(n, args.work) for n in DEV_REPOS], "dev", args.scope)
     for label, w in weights.items():
         s = order_scores(dev, w)
         print(f"dev, {label}: top-1 {s['top1']:.3f} top-3 {s['top3']:.3f} ceiling {s['ceiling']:.3f} "

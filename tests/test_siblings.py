@@ -11,6 +11,8 @@ from _tiny_hrgc import trained_tiny
 from hrm_lsp.index import RepoIndex
 from hrm_lsp.index.siblings import (
     FEATURES,
+    FunctionCache,
+    candidates_of,
     default_weights,
     empty_function,
     file_functions,
@@ -323,3 +325,39 @@ def test_a_weights_file_for_other_features_is_a_clear_error(tmp_path, monkeypatc
         monkeypatch.undo()
         sib.default_weights.cache_clear()
     assert len(sib.default_weights()) == len(FEATURES)  # the shipped file still loads
+
+
+def test_other_packages_of_the_workspace_offer_bodies_too(tiny, tmp_path, monkeypatch):
+    """A function of another package is a candidate (``same_package`` 0 in its features),
+    its tests are not, and the byte budget bounds what is parsed; a changed file is parsed
+    again in the background after the workspace tier's rebuild."""
+    import hrm_lsp.index.tiers as tiers
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "counter.go").write_text(COUNTER)
+    (tmp_path / "a" / "counter_test.go").write_text(
+        "package demo\n\nfunc (t *Counter) Sub(e int) int {\n\tpanic(e)\n}\n")
+    doc = str(tmp_path / "b" / "sub.go")
+    at = EMPTY_SUB.index("{\n}") + 2
+    index = RepoIndex(tiny[1], background=False, stdlib=False, modcache=False)
+    try:
+        index.start([tmp_path])  # builds the workspace tier, then parses its functions
+        got = index.siblings(EMPTY_SUB, at, doc)
+        assert [(s.name, Path(s.path).name) for s in got] == [("Add", "counter.go")]
+        assert got[0].text == "\tx.n += e\n\treturn x.n\n"
+        target = empty_function(EMPTY_SUB, at)
+        cands = [(str(tmp_path / "a" / "counter.go"), f) for f in file_functions(COUNTER)]
+        (feat,) = [f for *_, f in candidates_of(target, cands, str(tmp_path / "b"))]
+        assert dict(zip(FEATURES, feat, strict=True))["same_package"] == 0.0
+        monkeypatch.setattr(tiers, "SIBLING_WORKSPACE_BYTES", 10)
+        assert index.siblings(EMPTY_SUB, at, doc) == []  # over the budget: not offered
+        monkeypatch.undo()
+        (tmp_path / "a" / "counter.go").write_text(COUNTER.replace("c.n += d", "c.n -= 3 * d"))
+        index.file_changed(str(tmp_path / "a" / "counter.go"))  # rebuilt (synchronously here)
+        assert index.siblings(EMPTY_SUB, at, doc)[0].text == "\tx.n -= 3 * e\n\treturn x.n\n"
+        index._functions = FunctionCache()  # forget every parse (a cache the size of the budget)
+        assert index.siblings(EMPTY_SUB, at, doc) == []  # not parsed: this answer goes without...
+        assert [s.name for s in index.siblings(EMPTY_SUB, at, doc)] == ["Add"]  # ...the next has it
+    finally:
+        index.close()

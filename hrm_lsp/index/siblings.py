@@ -23,6 +23,7 @@ import bisect
 import functools
 import json
 import math
+import os
 import re
 import threading
 from collections import Counter
@@ -210,7 +211,7 @@ class FunctionCache:
 # fitted on functions of training-corpus repositories that the dev split does not use
 # (``benchmarks/sibling_rank.py --fit``, hrm_lsp/assets/sibling_weights.json).
 FEATURES = ("signature", "name", "first_word", "last_word", "same_receiver", "same_kind",
-            "param_types", "same_arity", "same_file", "adjacent", "doc", "lines")
+            "param_types", "same_arity", "same_file", "adjacent", "doc", "lines", "same_package")
 WEIGHTS_FILE = Path(__file__).resolve().parent.parent / "assets" / "sibling_weights.json"
 _DOC_WORD = re.compile(r"[a-z]{3,}")
 
@@ -230,9 +231,10 @@ def _types(fn: FunctionBody) -> Counter:
 
 
 def pair_features(target: FunctionBody, cand: FunctionBody, same_file: bool,
-                  distance: int) -> tuple[float, ...]:
+                  distance: int, same_package: bool = True) -> tuple[float, ...]:
     """``FEATURES`` of ``cand`` as a body for ``target``; ``distance``: how many functions
-    apart the two are in their file (used only when ``same_file``)."""
+    apart the two are in their file (used only when ``same_file``); ``same_package``: false
+    for a function of another package of the workspace."""
     tn, cn = _name_parts(target.name), _name_parts(cand.name)
     tt, ct = _types(target), _types(cand)
     td, cd = set(_DOC_WORD.findall(target.doc.lower())), set(_DOC_WORD.findall(cand.doc.lower()))
@@ -250,6 +252,7 @@ def pair_features(target: FunctionBody, cand: FunctionBody, same_file: bool,
         1.0 / (1 + distance) if same_file else 0.0,
         _jaccard(td, cd) if td and cd else 0.0,
         math.log1p(cand.body.count("\n")),
+        float(same_file or same_package),
     )
 
 
@@ -262,11 +265,14 @@ def default_weights() -> tuple[float, ...]:
     return tuple(float(w) for w in data["weights"])
 
 
-def candidates_of(target: FunctionBody, candidates: Iterable[tuple[str | None, FunctionBody]]):
+def candidates_of(target: FunctionBody, candidates: Iterable[tuple[str | None, FunctionBody]],
+                  home: str | None = None):
     """(path, function, renamed body, features) of each candidate ``rank`` may offer, in the
     given order: a body of at most ``MAX_BODY_LINES`` lines, the same result types, a
     signature similarity of at least ``MIN_SIMILARITY`` and no parameter the target lacks.
-    Candidates with ``path`` None are the document's own functions (``same_file``)."""
+    Candidates with ``path`` None are the document's own functions (``same_file``); with
+    ``home`` (the target's directory) a candidate whose file is elsewhere is of another
+    package (``same_package`` 0); without it every candidate counts as the target's package."""
     words = target.words
     candidates = list(candidates)
     own = sorted([fn.start for p, fn in candidates if p is None] + [target.start])
@@ -281,17 +287,19 @@ def candidates_of(target: FunctionBody, candidates: Iterable[tuple[str | None, F
         distance = 0
         if path is None:
             distance = abs(bisect.bisect_left(own, fn.start) - bisect.bisect_left(own, target.start))
-        yield path, fn, text, pair_features(target, fn, path is None, distance)
+        same_package = path is None or home is None or os.path.dirname(path) == home
+        yield path, fn, text, pair_features(target, fn, path is None, distance, same_package)
 
 
 def rank(target: FunctionBody, candidates: Iterable[tuple[str | None, FunctionBody]],
-         k: int, weights: tuple[float, ...] | None = None) -> list[Sibling]:
+         k: int, weights: tuple[float, ...] | None = None, home: str | None = None) -> list[Sibling]:
     """The ``k`` best candidates for ``target`` by the fitted linear score over
     ``pair_features`` (ties: the earlier candidate), renamed for it, each body once (a copy
-    of a better-scored one is left out); ``candidates_of`` says which may be offered at all."""
+    of a better-scored one is left out); ``candidates_of`` says which may be offered at all
+    (and what ``home`` means)."""
     w = default_weights() if weights is None else weights
     scored = []
-    for n, (path, fn, text, f) in enumerate(candidates_of(target, candidates)):
+    for n, (path, fn, text, f) in enumerate(candidates_of(target, candidates, home)):
         score = sum(a * b for a, b in zip(w, f, strict=True))
         scored.append((-score, n, Sibling(text, fn.name, path, f[0])))
     scored.sort(key=lambda s: (s[0], s[1]))

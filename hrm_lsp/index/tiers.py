@@ -19,6 +19,7 @@ priority; a query uses what is ready and never waits for a build.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import threading
@@ -47,6 +48,10 @@ MAX_WORKSPACE_BYTES = 200_000_000
 STATIC_ENV = "HRM_LSP_INDEX_STATIC"
 MEMO_SIZE = 4096  # estimates memoised per query
 SIBLING_PARSE_S = 0.1  # package files a ``siblings`` request parses itself; the rest: background
+# Source bytes of the workspace's other packages whose functions ``siblings`` may offer
+# (parsed in the background after a build; their text is held in memory, about this much).
+SIBLING_WORKSPACE_BYTES = 16 << 20
+SIBLING_FILES = 8192  # parsed files kept (package and workspace files together)
 _MISSING = object()  # past this the workspace tier stops adding files
 
 Progress = Callable[[str, int], None]
@@ -256,7 +261,8 @@ class RepoIndex:
         self._packages: dict[tuple[str, str], SuffixIndex] = {}
         self._package_pending: set[tuple[str, str]] = set()
         self._dirty = False
-        self._functions = sib.FunctionCache()
+        self._functions = sib.FunctionCache(SIBLING_FILES)
+        self._parsing_workspace = False
         # Bumped whenever a tier changes: answers computed before may differ now (the
         # server keys its result cache on it).
         self.version = 0
@@ -299,6 +305,7 @@ class RepoIndex:
         report("stdlib ready", 80)
         if self.use_modcache:
             self._build_modcache()
+        self._parse_workspace_functions()
         self.ready.set()
         report(self.summary(), 100)
 
@@ -470,6 +477,7 @@ class RepoIndex:
         time.sleep(0.2)  # let a burst of file events arrive first (background thread only)
         if self._dirty:
             self._build_workspace()
+            self._parse_workspace_functions()
 
     def _invalidate_package(self, path: str) -> None:
         """Package tiers that hold ``path`` (those of its siblings, not its own) are stale."""
@@ -536,12 +544,13 @@ class RepoIndex:
 
     def siblings(self, text: str, offset: int, path: str | None = None,
                  k: int = 3) -> list[sib.Sibling]:
-        """Up to ``k`` bodies of the functions of ``text`` and of the other files of its
-        package (live text where open) for the empty function body at ``offset``, most
-        similar signature first (``siblings.py``); [] when ``offset`` is not in one.
+        """Up to ``k`` bodies of the functions of ``text``, of the other files of its
+        package (live text where open) and of the workspace's other packages (up to
+        ``SIBLING_WORKSPACE_BYTES`` of their source) for the empty function body at
+        ``offset``, best first (``siblings.py``); [] when ``offset`` is not in one.
         Package files not parsed yet are parsed here for at most ``SIBLING_PARSE_S``; the
-        rest are parsed in the background (``prepare`` starts that on didOpen) and left out
-        of this answer."""
+        rest, and workspace files, are parsed in the background (``prepare`` starts that on
+        didOpen, every workspace build after it) and left out of this answer."""
         own_functions = sib.file_functions(text)
         target = sib.empty_function(text, offset, own_functions)
         if target is None:
@@ -562,7 +571,17 @@ class RepoIndex:
                 candidates += [(p, fn) for fn in fns]
             if deferred:
                 self._submit(self._parse_functions, own)
-        return sib.rank(target, candidates, k)
+            missing = False
+            for p, key, _ in self._workspace_sources(own):
+                fns = self._functions.peek(p, key)
+                if fns is None:
+                    missing = True
+                    continue
+                candidates += [(p, fn) for fn in fns]
+            if missing and not self._parsing_workspace:
+                self._parsing_workspace = True
+                self._submit(self._parse_workspace_functions)
+        return sib.rank(target, candidates, k, home=os.path.dirname(own) if own else None)
 
     def _package_sources(self, own: str):
         """(path, version key, text reader) of each other Go file in ``own``'s directory; a
@@ -584,6 +603,43 @@ class RepoIndex:
             else:
                 yield p, _file_key(Path(p)), (
                     lambda p=p: gofiles.read_go_file(Path(p), self.max_file_bytes)[0])
+
+    def _workspace_sources(self, own: str | None = None):
+        """(path, version key, text reader) of the workspace tier's non-test Go files outside
+        ``own``'s directory, in the tier's order, up to ``SIBLING_WORKSPACE_BYTES``."""
+        with self._lock:
+            ws = self._workspace
+        if ws is None:
+            return
+        home = os.path.dirname(os.path.abspath(own)) if own else None
+        size = 0
+        for p in ws.paths:
+            if p.endswith("_test.go") or (home and os.path.dirname(os.path.abspath(p)) == home):
+                continue
+            live = self._live.get(p)
+            if live is not None:
+                size += len(live)
+                key: Any = ("live", hash(live))
+            else:
+                hit = self._files.get(p)
+                key = hit[0] if hit is not None else None
+                if key is None:
+                    continue
+                size += key[1]
+            if size > SIBLING_WORKSPACE_BYTES:
+                return
+            yield p, key, functools.partial(self._source_text, p, live)
+
+    def _source_text(self, path: str, live: str | None) -> str | None:
+        return live if live is not None else gofiles.read_go_file(Path(path), self.max_file_bytes)[0]
+
+    def _parse_workspace_functions(self) -> None:
+        """Parse the functions of the workspace's files (background: ``siblings``)."""
+        try:
+            for p, key, text_of in self._workspace_sources():
+                self._functions.get(p, key, text_of)
+        finally:
+            self._parsing_workspace = False
 
     def _parse_functions(self, own: str) -> None:
         """Parse the functions of ``own``'s package files (background: ``siblings``)."""

@@ -598,11 +598,8 @@ class RepoIndex:
             if p == own or (n.endswith("_test.go") and not tests):
                 continue
             live = self._live.get(p)
-            if live is not None:
-                yield p, ("live", hash(live)), (lambda live=live: live)
-            else:
-                yield p, _file_key(Path(p)), (
-                    lambda p=p: gofiles.read_go_file(Path(p), self.max_file_bytes)[0])
+            key = ("live", hash(live)) if live is not None else _file_key(Path(p))
+            yield p, key, functools.partial(self._source_text, p, live)
 
     def _workspace_sources(self, own: str | None = None):
         """(path, version key, text reader) of the workspace tier's non-test Go files outside
@@ -631,6 +628,7 @@ class RepoIndex:
             yield p, key, functools.partial(self._source_text, p, live)
 
     def _source_text(self, path: str, live: str | None) -> str | None:
+        """A package or workspace file's text for parsing: the editor's, else the disk's."""
         return live if live is not None else gofiles.read_go_file(Path(path), self.max_file_bytes)[0]
 
     def _parse_workspace_functions(self) -> None:

@@ -124,7 +124,7 @@ class TrainData:
         d = self.recipe.data
         it = self.ds.batches(split="train", batch_size=d.batch_size, seq_len=d.seq_len,
                              seed=self.recipe.run.seed, fim_rate=d.fim_rate, rank=self.rank,
-                             world_size=self.world_size, start=start)
+                             world_size=self.world_size, start=start, workers=d.workers)
         for b in _guard(it):  # endless: the data package cycles epochs in the train stream
             t = make_targets(b.ids, self.sym)
             yield t, self._features(t), int(b.position)

@@ -51,10 +51,15 @@ class DataSection:
     since: str = ""  # with history: only commits after this date (prepare --since); "" = all
     split_by: Literal["auto", "repo", "package"] = "auto"  # prepare --split-by for sources
     refine_examples: int = 0  # refinement documents to make when preparing sources
+    # Processes that build training batches ahead of the step (0: the training process
+    # itself). FIM rows cost 3-4 ms each on one CPU core: a GPU needs many (docs/training.md).
+    workers: int = 0
 
     def validate(self) -> None:
         if self.seq_len < 2 or self.batch_size < 1:
             raise ConfigError("data: seq_len must be >= 2 and batch_size >= 1")
+        if self.workers < 0:
+            raise ConfigError(f"data.workers: {self.workers} must be >= 0")
         if self.refine_examples < 0:
             raise ConfigError("data.refine_examples must be >= 0")
         if not 0.0 <= self.fim_rate <= 1.0:

@@ -41,6 +41,27 @@ def test_batches_shape_and_exact_resume(prepared_spm) -> None:
     assert not (other_seed.ids == first[0].ids).all()
 
 
+def test_worker_processes_build_the_same_batches(prepared_spm) -> None:
+    """batches(workers=N) builds them in spawned processes: the very same batches, in order,
+    from any start and for a finite pass; closing the iterator stops the workers."""
+    ds = Dataset(prepared_spm[0])
+    kw = dict(batch_size=3, seq_len=48, seed=7, fim_rate=0.9)
+    here = _take(ds.batches("train", **kw), 9)
+    it = ds.batches("train", workers=2, **kw)
+    there = _take(it, 9)
+    it.close()
+    assert [b.index for b in there] == list(range(9))
+    for a, b in zip(here, there, strict=True):
+        assert (a.ids == b.ids).all()
+    later = _take(ds.batches("train", start=5, workers=1, **kw), 2)
+    assert [b.index for b in later] == [5, 6] and (later[0].ids == here[5].ids).all()
+    one_pass = list(ds.batches("val", batch_size=2, seq_len=32, fim_rate=0.0))
+    assert [b.ids.tolist() for b in ds.batches("val", batch_size=2, seq_len=32, workers=2)] == \
+        [b.ids.tolist() for b in one_pass]
+    with pytest.raises(DatasetError, match="workers"):
+        next(ds.batches("train", workers=-1))
+
+
 def test_ranks_split_the_global_batch(prepared_spm) -> None:
     ds = Dataset(prepared_spm[0])
     kw = dict(seq_len=32, seed=1, fim_rate=0.3)

@@ -282,3 +282,18 @@ def test_random_cycles_draw_a_count_per_step_and_resume_draws_the_same(byte_data
     assert again[-4:] == drawn[-4:]
     with pytest.raises(ConfigError, match="torch backend"):
         load_recipe("tiny", ["run.random_cycles=true", "run.backend=mlx"])
+
+
+def test_batches_from_worker_processes_train_the_same_steps(byte_data: Path, tmp_path: Path):
+    """data.workers=2 (batches built in spawned processes, as the GPU recipe does) trains the
+    very same steps as the batches built in the training process; the GPU run's report reads
+    the run (benchmarks/gpu_run.py)."""
+    common = ("run.eval_every=100", "run.log_every=1", "run.eval_batches=1",
+              "schedule.warmup_steps=0", "data.fim_rate=0.9")
+    here, there = tmp_path / "here", tmp_path / "workers"
+    train(opts(byte_data, here, 3, *common))
+    train(opts(byte_data, there, 3, *common, "data.workers=2"))
+    assert _step_losses(there) == pytest.approx(_step_losses(here), rel=1e-6)
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_run.py"), "report", str(there)],
+                         capture_output=True, text=True, env=cli_env(), check=True).stdout
+    assert "| steps | 3 |" in out and "validation at step 3" in out

@@ -25,7 +25,7 @@ from hrm_lsp.training.torch_backend import module_lr_key
 
 
 def test_shipped_recipes_parse_and_record_their_source():
-    assert recipe_names() == ["default", "finetune", "seed000-mlx-4bit", "seed004-rocm", "small-cpu", "tiny"]
+    assert recipe_names() == ["default", "finetune", "gpu-h200", "seed000-mlx-4bit", "seed004-rocm", "small-cpu", "tiny"]
     s4 = load_recipe("seed004-rocm")
     assert (s4.optim.planner_lr, s4.optim.generator_lr, s4.optim.refine_lr) == (3.6e-4, 2.4e-4, 3e-4)
     assert (s4.loss.plan_weight, s4.loss.code_weight, s4.loss.refine_weight) == (0.4, 0.4, 0.2)
@@ -47,9 +47,12 @@ def test_overrides_apply_and_unknown_keys_are_named():
         load_recipe("tiny", ["data.tokenizer=gpt2"])
     with pytest.raises(ConfigError, match="unknown recipe 'nope'"):
         load_recipe("nope")
+    assert load_recipe("tiny", ["data.workers=3"]).data.workers == 3
+    with pytest.raises(ConfigError, match="data.workers"):
+        load_recipe("tiny", ["data.workers=-1"])
 
 
-@pytest.mark.parametrize("name", ["tiny", "default", "seed000-mlx-4bit", "seed004-rocm", "small-cpu"])
+@pytest.mark.parametrize("name", ["tiny", "default", "seed000-mlx-4bit", "seed004-rocm", "small-cpu", "gpu-h200"])
 def test_dry_run_prints_the_budget_report(name: str):
     res = CliRunner().invoke(main, ["train", "--recipe", name, "--dry-run"])
     assert res.exit_code == 0, res.output

@@ -45,6 +45,7 @@ MIDDLE_KINDS: dict[str, float] = {"line_rest": 0.30, "statement": 0.25, "block":
                                   "body": 0.20, "span": 0.15}
 MIDDLE_SHARE = 0.5  # a middle takes at most this share of the window
 PREFETCH = 4  # batches each worker process of ``batches(workers=N)`` builds ahead
+WORKER_TIMEOUT_S = 600.0  # a batch a worker has not delivered by then is an error, not a hang
 
 
 class DatasetError(ValueError):
@@ -420,7 +421,13 @@ class Dataset:
                 while len(pending) < PREFETCH * workers and (limit is None or nxt < limit):
                     pending.append(pool.apply_async(_worker_batch, (shape, nxt)))
                     nxt += 1
-                yield Batch(pending.popleft().get(), k, k + 1)
+                try:
+                    ids = pending.popleft().get(WORKER_TIMEOUT_S)
+                except multiprocessing.TimeoutError:
+                    raise DatasetError(f"batch {k}: no worker process delivered it in "
+                                       f"{WORKER_TIMEOUT_S:.0f} s (one may have died; "
+                                       "run with workers=0 to see why)") from None
+                yield Batch(ids, k, k + 1)
                 k += 1
 
 

@@ -62,6 +62,14 @@ def test_worker_processes_build_the_same_batches(prepared_spm) -> None:
         next(ds.batches("train", workers=-1))
 
 
+def test_a_batch_no_worker_delivers_is_an_error_not_a_hang(prepared_spm, monkeypatch) -> None:
+    import hrm_lsp.data.dataset as dataset
+
+    monkeypatch.setattr(dataset, "WORKER_TIMEOUT_S", 1e-4)  # no worker is that quick
+    with pytest.raises(DatasetError, match="batch 0: no worker process delivered it"):
+        next(Dataset(prepared_spm[0]).batches("train", batch_size=2, seq_len=32, workers=1))
+
+
 def test_ranks_split_the_global_batch(prepared_spm) -> None:
     ds = Dataset(prepared_spm[0])
     kw = dict(seq_len=32, seed=1, fim_rate=0.3)

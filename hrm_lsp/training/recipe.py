@@ -52,7 +52,8 @@ class DataSection:
     split_by: Literal["auto", "repo", "package"] = "auto"  # prepare --split-by for sources
     refine_examples: int = 0  # refinement documents to make when preparing sources
     # Processes that build training batches ahead of the step (0: the training process
-    # itself). FIM rows cost 3-4 ms each on one CPU core: a GPU needs many (docs/training.md).
+    # itself). One process builds about 0.5M tokens of FIM rows a second: a GPU needs more
+    # (docs/training.md, "A GPU run").
     workers: int = 0
 
     def validate(self) -> None:

@@ -55,7 +55,7 @@ timeout -s INT -k 30 "$TRAIN_TIMEOUT" $PY -m hrm_lsp.cli train --recipe "$RECIPE
   > "$OUT/train.log" 2>&1
 rc=$?
 set -e
-tr '\r' '\n' < "$OUT/train.log" | grep -E "eval step|recipe |training |steps|interrupted|Error|error" | tail -20
+tr '\r' '\n' < "$OUT/train.log" | grep -E "eval step|recipe |training |steps|interrupted|Error|error" | tail -20 || true
 say "train exit status $rc"
 cp "$RUN/metrics.jsonl" "$RUN/config.json" "$OUT/" 2>/dev/null || true
 $PY -m hrm_lsp.cli export "$RUN" --out "$OUT/hrgc-gpu.gguf" 2>&1 | tail -3
